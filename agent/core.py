@@ -1,0 +1,269 @@
+"""The decision thread: one queue, one machine, run to completion, one place that changes state.
+
+``Agent.handle(event)`` folds the event into the facts, fires the earliest drift trigger that
+applies (events are hints, the facts decide), else lets the current state's work make
+progress; every resulting transition runs the new state's work at once. Timers are deadlines
+turned into TimerFired events by the loop. Effects go through the ports only.
+"""
+
+import logging
+import queue
+import random
+
+from agent import events as ev
+from agent import guards
+from agent import machine as m
+from agent.facts import Facts
+from agent.timers import Retries, Timers
+
+import states
+
+log = logging.getLogger("sspn-agent")
+logging.getLogger("transitions").setLevel(logging.WARNING)  # one INFO line per transition is ours
+
+MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
+TRANSITIONS_KEPT = 50   # in the status file
+
+
+class MachineBug(RuntimeError):
+    """Our own code asked for a transition the table forbids, or the table loops."""
+
+
+class _Model(object):
+    """The ``transitions`` model: holds ``state``; its guards read the agent's facts."""
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def _guard(name):  # noqa: N805 -- builds methods at class creation
+        def check(self):
+            a = self._agent
+            return getattr(guards, name)(a.config, a.facts)
+        check.__name__ = name
+        check.__doc__ = m.GUARDS[name]
+        return check
+
+    has_missing_labels = _guard("has_missing_labels")
+    needs_host_fix = _guard("needs_host_fix")
+    uplink_present = _guard("uplink_present")
+    has_storage_work = _guard("has_storage_work")
+    has_xapi_world = _guard("has_xapi_world")
+    del _guard
+
+
+class Agent(object):
+    """The machine with its facts, timers, retries and ports; ``handle`` is its only entry."""
+
+    def __init__(self, config, net, xapi, prober, clock, report, mgmt_bridge="",
+                 rng=None, log_=None):
+        self.config = config
+        self.net = net
+        self.xapi = xapi
+        self.prober = prober
+        self.clock = clock
+        self.report = report
+        self.mgmt_bridge = mgmt_bridge
+        self.log = log_ or log
+        self.rng = rng or random.Random()
+        self.queue = queue.Queue()
+        self.facts = Facts()
+        self.timers = Timers()
+        self.retries = Retries(config.timing, self.rng)
+        self.reasons = {}
+        self.degraded_from = None
+        self.since = clock.wall()
+        self.history = []
+        self.counts = {}
+        self._effects = None
+        self._model = _Model(self)
+        m.build_machine(self._model)
+        self.stopped = False
+
+    # --- the machine -------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        """The current state's name."""
+        return self._model.state
+
+    def post(self, event):
+        """Queue an event (thread-safe; every source calls this)."""
+        self.queue.put(event)
+
+    def start(self):
+        """Run BOOTING's work once, before any event (the early management mirror)."""
+        self._settle(states.module(self.state).work(self, None), _Start())
+
+    def handle(self, event):
+        """Fold one event in, then fire what follows from it (drift first, else progress)."""
+        if isinstance(event, ev.StopRequested):
+            self.stopped = True
+            return
+        self.facts.apply(event)
+        if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
+            self.reread_kernel()
+        trigger = self._drift()
+        if trigger is None:
+            trigger = states.module(self.state).work(self, event)
+        self._settle(trigger, event)
+
+    def _drift(self):
+        for trigger in m.DRIFT_TRIGGERS:
+            if m.allowed(self.state, trigger) and guards.drift(trigger, self.config, self.facts,
+                                                                  self.mgmt_bridge):
+                return trigger
+        return None
+
+    def _settle(self, trigger, cause):
+        chain = 0
+        while trigger is not None:
+            chain += 1
+            if chain > MAX_CHAIN:
+                raise MachineBug("more than %d transitions for one event (%s): the table loops"
+                                 % (MAX_CHAIN, cause.describe()))
+            trigger = self._fire(trigger, cause)
+            nxt = self._drift()
+            trigger = nxt if nxt is not None else trigger
+
+    def _fire(self, trigger, cause):
+        """The one place that changes state; returns the trigger the new state's work asks for."""
+        source = self.state
+        if not m.allowed(source, trigger):
+            raise MachineBug("%s is not allowed from %s (cause: %s)" % (trigger, source, cause.describe()))
+        if trigger == "budget_spent":
+            self.degraded_from = source
+        if not getattr(self._model, trigger)():
+            raise MachineBug("no row of %s from %s had its guards hold" % (trigger, source))
+        dest = self.state
+        now = self.clock.wall()
+        self.since = now
+        self.counts[dest] = self.counts.get(dest, 0) + 1
+        if dest != "DEGRADED":
+            self.degraded_from = None
+        record = {"time": round(now, 3), "from": source, "to": dest, "trigger": trigger,
+                  "cause": cause.describe(), "effects": []}
+        self._effects = record["effects"]
+        level = logging.WARNING if dest == "DEGRADED" else logging.INFO
+        self.log.log(level, "%s -> %s on %s (cause: %s)", source, dest, trigger, record["cause"])
+        try:
+            nxt = states.module(dest).work(self, None)
+        finally:
+            self._effects = None
+        record["reasons"] = sorted(self.reasons)
+        self.history.append(record)
+        del self.history[:-TRANSITIONS_KEPT]
+        self.report.transition(record)
+        return nxt
+
+    # --- what states call --------------------------------------------------------------------
+
+    def effect(self, what, result, ok=True, **detail):
+        """Record an effect and its result: in the current transition, else on its own."""
+        entry = {"what": what, "result": result, "ok": ok}
+        entry.update(detail)
+        if self._effects is not None:
+            self._effects.append(entry)
+        else:
+            entry["time"] = round(self.clock.wall(), 3)
+            entry["state"] = self.state
+            self.report.effect(entry)
+        if not ok:
+            self.log.warning("%s: %s%s", what, result,
+                             ", retrying in %.1f s" % detail["retry_in"] if "retry_in" in detail else "")
+
+    def arm(self, name, delay):
+        """Arm the timer ``name`` ``delay`` seconds from now (never less than 1 ms)."""
+        self.timers.arm(name, self.clock.monotonic() + max(0.001, float(delay)))
+
+    def request(self, action):
+        """Ask the XAPI worker for ``action`` unless the same request is still pending."""
+        if action in self.facts.pending_actions:
+            return False
+        self.facts.pending_actions.add(action)
+        self.xapi.request(action)
+        return True
+
+    def probe(self, key, targets):
+        """Start a probe round for ``key`` unless one is running."""
+        if key in self.facts.pending_probes:
+            return False
+        self.facts.pending_probes.add(key)
+        self.prober.probe(key, list(targets), self.config.timing.probe_timeout)
+        return True
+
+    def set_reason(self, key, text):
+        """Add or update a DEGRADED reason."""
+        self.reasons[key] = text
+
+    def clear_reason(self, key):
+        """Drop a DEGRADED reason."""
+        self.reasons.pop(key, None)
+
+    def clear_reasons(self):
+        """Drop every DEGRADED reason (the failed step made progress)."""
+        self.reasons.clear()
+
+    def reread_kernel(self):
+        """Replace the kernel facts with a fresh read (events can be lost or silent)."""
+        try:
+            self.facts.set_kernel(self.net.read_view())
+        except Exception as e:  # a failed read must not stop the decision loop
+            self.log.warning("kernel re-read failed: %s, retrying on the next event", e)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def due_timers(self):
+        """Post TimerFired for every timer whose deadline has passed; return their names."""
+        names = self.timers.pop_due(self.clock.monotonic())
+        for name in names:
+            self.post(ev.TimerFired(name))
+        return names
+
+    def wait_seconds(self, ceiling=None):
+        """How long the loop may block on the queue before the next deadline."""
+        deadline = self.timers.next_deadline()
+        if deadline is None:
+            return ceiling
+        left = max(0.0, deadline - self.clock.monotonic())
+        return left if ceiling is None else min(left, ceiling)
+
+    def run_pending(self, limit=100000):
+        """Handle every queued event (and due timer) without blocking; return how many."""
+        handled = 0
+        while handled < limit:
+            self.due_timers()
+            try:
+                event = self.queue.get_nowait()
+            except queue.Empty:
+                return handled
+            self.handle(event)
+            handled += 1
+        return handled
+
+    def run(self, on_idle=None, tick=None):
+        """The service loop: block until an event or a deadline, handle, repeat until stopped.
+
+        ``on_idle()`` runs whenever the queue is drained (status file, watchdog); ``tick`` caps
+        the wait so a watchdog can be petted even when nothing happens.
+        """
+        self.start()
+        while not self.stopped:
+            self.due_timers()
+            try:
+                event = self.queue.get(timeout=self.wait_seconds(tick))
+            except queue.Empty:
+                if on_idle:
+                    on_idle()
+                continue
+            self.handle(event)
+            if on_idle and self.queue.empty():
+                on_idle()
+
+
+class _Start(ev.Event):
+    """The cause recorded for work done at start-up, before any event."""
+
+    kind = "agent_started"
+
+    def describe(self):
+        return "agent_started"

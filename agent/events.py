@@ -1,0 +1,195 @@
+"""Typed events: what a source saw, put on the one queue that the decision thread consumes.
+
+Sources (the XAPI watcher, the netlink watcher, the prober, the XAPI action worker, timers,
+signals) only ever construct one of these and call ``post(event)``. Events are hints: the
+decision thread folds them into its facts and re-checks the world through the ports.
+"""
+
+import attr
+
+
+def _kind(name):
+    """Class decorator: name the event kind (the ``cause`` written to the trace)."""
+    def wrap(cls):
+        cls.kind = name
+        return cls
+    return wrap
+
+
+@attr.s(frozen=True, slots=True)
+class Event(object):
+    """Base class; ``kind`` names the event in logs and in the trace."""
+
+    kind = "event"
+
+    def describe(self):
+        """One short line for the trace and the journal."""
+        fields = attr.asdict(self, recurse=False)
+        parts = ["%s=%s" % (k, v) for k, v in sorted(fields.items()) if v not in (None, "", (), {})]
+        return " ".join([self.kind] + parts)
+
+
+# --- XAPI side -------------------------------------------------------------------------------
+
+@_kind("xapi_connected")
+@attr.s(frozen=True, slots=True)
+class XapiConnected(Event):
+    """XAPI answered after (re)connecting; ``world`` is a full re-read (an XapiWorld)."""
+
+    world = attr.ib()
+
+    def describe(self):
+        w = self.world
+        bridges = ",".join(b.bridge or "?" for b in w.bindings)
+        running = ",".join(v.name_label for v in w.vms if v.is_running) or "none"
+        text = "xapi_connected host_enabled=%s bridges=%s running=%s" % (w.host.enabled, bridges, running)
+        return text + (" missing=%s" % ";".join(w.missing) if w.missing else "")
+
+
+@_kind("xapi_lost")
+@attr.s(frozen=True, slots=True)
+class XapiLost(Event):
+    """The XAPI connection failed (refused, missing socket, timeout, SESSION_INVALID loop)."""
+
+    error = attr.ib(default="")
+
+
+@_kind("host_changed")
+@attr.s(frozen=True, slots=True)
+class HostChanged(Event):
+    """This host's record changed: ``host`` is a HostView."""
+
+    host = attr.ib()
+
+
+@_kind("vm_changed")
+@attr.s(frozen=True, slots=True)
+class VmChanged(Event):
+    """A watched VM changed (or was deleted when ``vm.power_state == 'Deleted'``): ``vm`` is a VmView."""
+
+    vm = attr.ib()
+
+
+@_kind("pbd_changed")
+@attr.s(frozen=True, slots=True)
+class PbdChanged(Event):
+    """A watched PBD of this host changed: ``pbd`` is a PbdView."""
+
+    pbd = attr.ib()
+
+
+@_kind("action_done")
+@attr.s(frozen=True, slots=True)
+class ActionDone(Event):
+    """An XAPI action requested by the machine finished.
+
+    ``action`` is the request (an action from agent.world), ``ok`` whether it succeeded,
+    ``error`` the XAPI ErrorDescription list (or a transport error text as a one-element list)
+    when it did not, ``value`` what the call returned (e.g. the VmViews of ListAutostart).
+    """
+
+    action = attr.ib()
+    ok = attr.ib()
+    error = attr.ib(default=(), converter=tuple)
+    value = attr.ib(default=None)
+
+
+# --- kernel side -----------------------------------------------------------------------------
+
+@_kind("kernel_resynced")
+@attr.s(frozen=True, slots=True)
+class KernelResynced(Event):
+    """A full read of links, addresses and default routes (after subscribing or an overflow)."""
+
+    view = attr.ib()  # a KernelView
+
+
+@_kind("link_appeared")
+@attr.s(frozen=True, slots=True)
+class LinkAppeared(Event):
+    """A network interface (e.g. the ``xapiN`` bridge) now exists."""
+
+    ifname = attr.ib()
+
+
+@_kind("link_gone")
+@attr.s(frozen=True, slots=True)
+class LinkGone(Event):
+    """A network interface was removed."""
+
+    ifname = attr.ib()
+
+
+@_kind("address_added")
+@attr.s(frozen=True, slots=True)
+class AddressAdded(Event):
+    """An address appeared on an interface; ``address`` is ``"192.0.2.2/24"`` style text."""
+
+    ifname = attr.ib()
+    address = attr.ib()
+
+
+@_kind("address_removed")
+@attr.s(frozen=True, slots=True)
+class AddressRemoved(Event):
+    """An address disappeared from an interface."""
+
+    ifname = attr.ib()
+    address = attr.ib()
+
+
+@_kind("route_added")
+@attr.s(frozen=True, slots=True)
+class RouteAdded(Event):
+    """A default route appeared (main table); ``family`` is 4 or 6."""
+
+    family = attr.ib()
+    gateway = attr.ib()
+    ifname = attr.ib()
+
+
+@_kind("route_removed")
+@attr.s(frozen=True, slots=True)
+class RouteRemoved(Event):
+    """A default route disappeared (main table)."""
+
+    family = attr.ib()
+    gateway = attr.ib()
+    ifname = attr.ib()
+
+
+# --- probes, timers, control -----------------------------------------------------------------
+
+@_kind("probe_done")
+@attr.s(frozen=True, slots=True)
+class ProbeDone(Event):
+    """One round of probes finished: ``key`` says what it was for, ``results`` maps target -> bool."""
+
+    key = attr.ib()
+    results = attr.ib(converter=lambda r: tuple(sorted(dict(r).items())))
+
+    def answered(self):
+        """The targets that answered."""
+        return [t for t, ok in self.results if ok]
+
+
+@_kind("timer_fired")
+@attr.s(frozen=True, slots=True)
+class TimerFired(Event):
+    """A deadline armed by the machine has passed; ``name`` is the timer's name."""
+
+    name = attr.ib()
+
+
+@_kind("reload_requested")
+@attr.s(frozen=True, slots=True)
+class ReloadRequested(Event):
+    """SIGHUP: re-read the configuration file."""
+
+
+@_kind("stop_requested")
+@attr.s(frozen=True, slots=True)
+class StopRequested(Event):
+    """SIGTERM/SIGINT: stop deciding; leave networking exactly as it is."""
+
+    signal = attr.ib(default="")

@@ -1,0 +1,132 @@
+"""Facts: the decision thread's picture of the world, folded from events, and the predicates on it.
+
+Owned by the decision thread alone, so plain mutable attributes suffice. Events are hints:
+every state step verifies through the ports before it relies on a fact for an effect.
+"""
+
+import ipaddress
+
+from agent import events as ev
+from agent.world import KernelView
+
+
+class Facts(object):
+    """What the agent has observed; ``apply`` folds one event in."""
+
+    def __init__(self):
+        self.world = None          # XapiWorld of the last (re)connect
+        self.xapi_up = False
+        self.xapi_error = ""
+        self.host = None           # HostView
+        self.vms = {}              # ref -> VmView (uplink VMs)
+        self.pbds = {}             # sr uuid -> PbdView (this host)
+        self.bridges = ()          # bridge name per binding ("" when unresolved)
+        self.missing = ()          # unresolved labels
+        self.links = set()
+        self.addresses = set()     # (ifname, "addr/prefix")
+        self.routes = set()        # (family, gateway text, ifname)
+        self.kernel_seen = False
+        self.pending_probes = set()
+        self.pending_actions = set()
+        self.probe_results = {}    # key -> ProbeDone
+        self.gateway_ok = False
+        self.host_fixed = False    # this run called host.enable successfully
+        self.autostart_done = False
+        self.autostart_queue = None  # list of groups (lists of VmView) while autostart runs
+
+    # --- folding events ---------------------------------------------------------------------
+
+    def apply(self, event):
+        """Fold one event into the facts (no I/O, no decisions)."""
+        handler = getattr(self, "_on_" + event.kind, None)
+        if handler is not None:
+            handler(event)
+
+    def _on_xapi_connected(self, e):
+        world = e.world
+        self.world = world
+        self.xapi_up = True
+        self.xapi_error = ""
+        self.host = world.host
+        self.vms = dict((vm.ref, vm) for vm in world.vms)
+        self.pbds = dict((p.sr_uuid, p) for p in world.pbds)
+        self.bridges = tuple(b.bridge for b in world.bindings)
+        self.missing = tuple(world.missing)
+
+    def _on_xapi_lost(self, e):
+        self.xapi_up = False
+        self.xapi_error = e.error
+
+    def _on_host_changed(self, e):
+        self.host = e.host
+
+    def _on_vm_changed(self, e):
+        if e.vm.power_state == "Deleted":
+            self.vms.pop(e.vm.ref, None)
+        else:
+            self.vms[e.vm.ref] = e.vm
+
+    def _on_pbd_changed(self, e):
+        self.pbds[e.pbd.sr_uuid] = e.pbd
+
+    def _on_kernel_resynced(self, e):
+        self.set_kernel(e.view)
+
+    def _on_link_appeared(self, e):
+        self.links.add(e.ifname)
+
+    def _on_link_gone(self, e):
+        self.links.discard(e.ifname)
+        self.addresses = set(a for a in self.addresses if a[0] != e.ifname)
+        self.routes = set(r for r in self.routes if r[2] != e.ifname)
+
+    def _on_address_added(self, e):
+        self.addresses.add((e.ifname, e.address))
+
+    def _on_address_removed(self, e):
+        self.addresses.discard((e.ifname, e.address))
+
+    def _on_route_added(self, e):
+        self.routes.add((e.family, e.gateway, e.ifname))
+
+    def _on_route_removed(self, e):
+        self.routes.discard((e.family, e.gateway, e.ifname))
+
+    def _on_probe_done(self, e):
+        self.pending_probes.discard(e.key)
+        self.probe_results[e.key] = e
+
+    def _on_action_done(self, e):
+        self.pending_actions.discard(e.action)
+
+    def set_kernel(self, view):
+        """Replace the kernel picture with a full read (a KernelView)."""
+        self.links = set(view.links)
+        self.addresses = set(view.addresses)
+        self.routes = set(view.routes)
+        self.kernel_seen = True
+
+    def kernel_view(self):
+        """The kernel picture as a KernelView."""
+        return KernelView(self.links, self.addresses, self.routes)
+
+    # --- derived facts ------------------------------------------------------------------------
+
+    def uplink_running(self):
+        """Names of the uplink VMs XAPI reports Running."""
+        return sorted(vm.name_label for vm in self.vms.values() if vm.is_running)
+
+
+def interface_text(interface):
+    """Normalised "addr/prefix" text, as the kernel view stores it."""
+    return str(ipaddress.ip_interface(interface))
+
+
+def mirror_of(interface):
+    """The /32 or /128 mirror of a binding address."""
+    iface = ipaddress.ip_interface(interface)
+    return ipaddress.ip_interface("%s/%d" % (iface.ip, iface.max_prefixlen))
+
+
+KERNEL_EVENTS = (ev.KernelResynced, ev.LinkAppeared, ev.LinkGone, ev.AddressAdded,
+                 ev.AddressRemoved, ev.RouteAdded, ev.RouteRemoved)

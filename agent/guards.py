@@ -1,0 +1,70 @@
+"""Guards and drift predicates: pure functions of (config, facts[, management bridge]).
+
+The machine's guard names (agent.machine.GUARDS) and the drift triggers map onto these.
+"""
+
+from agent import desired
+
+
+def needs_host_fix(config, facts):
+    """Host disabled and [maintenance] enable_host allows calling host.enable now."""
+    host = facts.host
+    if host is None or host.enabled:
+        return False
+    policy = config.maintenance.enable_host
+    if policy == "never":
+        return False
+    if policy == "always":
+        return True
+    # when-locked-out: only while no uplink VM runs, and never against a deliberate disable
+    return not host.deliberately_disabled and not facts.uplink_running()
+
+
+def uplink_present(config, facts):
+    """Every binding's bridge is resolved and exists in the kernel."""
+    return bool(config.bindings) and not desired.missing_bridges(config, facts)
+
+
+def addresses_present(config, facts, mgmt_bridge):
+    """Every wanted address on an existing interface is in the kernel view."""
+    return not desired.missing_addresses(config, facts, mgmt_bridge)
+
+
+def routes_present(config, facts):
+    """Every wanted default route is in the kernel view."""
+    return not desired.missing_routes(config, facts)
+
+
+def srs_attached(config, facts):
+    """No configured SR is known to be detached on this host."""
+    return not desired.detached_srs(config, facts)
+
+
+def has_storage_work(config, facts):
+    """A configured SR is detached here, or the once-per-boot autostart is still due."""
+    return not srs_attached(config, facts) or desired.autostart_due(config, facts)
+
+
+def has_missing_labels(config, facts):
+    """A label in the config resolved to no XAPI object."""
+    return bool(facts.missing)
+
+
+def has_xapi_world(config, facts):
+    """XAPI has answered at least once since the last (re)load."""
+    return facts.world is not None
+
+
+def drift(trigger, config, facts, mgmt_bridge):
+    """True when the drift ``trigger`` describes the world now."""
+    if trigger == "host_disabled":
+        return needs_host_fix(config, facts)
+    if trigger == "uplink_lost":
+        return facts.world is not None and not uplink_present(config, facts)
+    if trigger == "address_lost":
+        return not addresses_present(config, facts, mgmt_bridge)
+    if trigger == "route_lost":
+        return not routes_present(config, facts)
+    if trigger == "pbd_detached":
+        return not srs_attached(config, facts)
+    raise ValueError("not a drift trigger: %s" % trigger)

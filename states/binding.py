@@ -1,0 +1,75 @@
+"""BINDING: put every configured address on its bridge and the /32 (/128) management mirror.
+
+Each address is ensured through the Net port, which reads it back; nothing is ever removed.
+The mirror keeps XAPI's console and performance links working (DESIGN §1); a missing
+management bridge only costs the mirror, with a warning. Failures back off and, after the
+retry budget, lead to DEGRADED with reason "bind".
+"""
+
+from agent import desired
+from agent.facts import interface_text
+from agent.ports import NetError
+
+NAME = "BINDING"
+WAITS_FOR = "every configured address present on its bridge, and its management mirror"
+REASONS = ("bind",)
+TIMER = "retry:bind"
+
+
+def ensure_addresses(ctx, wanted):
+    """Ensure each (ifname, interface) in ``wanted``; return the failures as text."""
+    failures = []
+    for ifname, iface in wanted:
+        if not ctx.net.link_exists(ifname):
+            failures.append("%s: interface %s does not exist" % (iface, ifname))
+            continue
+        try:
+            result = ctx.net.ensure_address(ifname, iface)
+        except NetError as e:
+            failures.append(str(e))
+            ctx.effect("add %s on %s" % (iface, ifname), "failed: %s" % e, ok=False)
+            continue
+        ctx.facts.addresses.add((ifname, interface_text(iface)))
+        if result != "present":
+            ctx.effect("add %s on %s" % (iface, ifname), result)
+    return failures
+
+
+def ensure_mirrors(ctx):
+    """Best effort: the management mirror, whenever the management bridge exists."""
+    mirrors = desired.wanted_mirrors(ctx.config, ctx.mgmt_bridge)
+    if mirrors and ctx.net.link_exists(ctx.mgmt_bridge):
+        for failure in ensure_addresses(ctx, mirrors):
+            ctx.log.warning("management mirror: %s, retrying on the next event", failure)
+
+
+def work(ctx, event):
+    """Ensure the binding addresses (and mirrors); addresses_bound once all are verified."""
+    if ctx.timers.armed(TIMER):
+        return None  # backing off after a failure; the timer event brings us back
+    wanted = desired.wanted_binding_addresses(ctx.config, ctx.facts)
+    if ctx.mgmt_bridge and ctx.net.link_exists(ctx.mgmt_bridge):
+        wanted += desired.wanted_mirrors(ctx.config, ctx.mgmt_bridge)
+    failures = ensure_addresses(ctx, wanted)
+    retry = ctx.retries["bind"]
+    if failures:
+        delay = retry.failed("; ".join(failures))
+        ctx.arm(TIMER, delay)
+        if retry.spent:
+            ctx.set_reason("bind", "addresses not bound after %d attempts: %s"
+                           % (retry.failures, "; ".join(failures)))
+            return "budget_spent"
+        return None
+    retry.succeeded()
+    ctx.clear_reason("bind")
+    return "addresses_bound"
+
+
+def blockers(ctx):
+    """Addresses still missing, and the last failure."""
+    out = ["%s missing on %s" % (iface, ifname)
+           for ifname, iface in desired.missing_addresses(ctx.config, ctx.facts, ctx.mgmt_bridge)]
+    retry = ctx.retries["bind"]
+    if retry.failures:
+        out.append("last failure: %s" % retry.last_error)
+    return out

@@ -1,0 +1,27 @@
+"""HEALTHY: the desired state holds; watch for drift and re-read the kernel on a slow timer.
+
+Drift is detected by the loop after every event (address lost -> BINDING, route lost ->
+ROUTED, PBD detached -> SR_PROBING, uplink gone -> WAITING_VM, host disabled -> MAINTENANCE).
+Netlink events are hints that can be lost (overflow, silent kernel drops), so a slow
+reconcile timer re-reads the kernel; it costs one dump per backoff_cap seconds when idle.
+"""
+
+from agent import events as ev
+
+NAME = "HEALTHY"
+WAITS_FOR = "nothing: watching for drift"
+RECONCILE = "reconcile"
+
+
+def work(ctx, event):
+    """Keep the slow reconcile timer armed; re-read the kernel when it fires."""
+    if isinstance(event, ev.TimerFired) and event.name == RECONCILE:
+        ctx.reread_kernel()
+    if not ctx.timers.armed(RECONCILE):
+        ctx.arm(RECONCILE, ctx.config.timing.backoff_cap)
+    return None
+
+
+def blockers(ctx):
+    """Nothing blocks HEALTHY."""
+    return []

@@ -1,0 +1,169 @@
+"""SR_PROBING: probe storage, plug this host's detached PBDs as soon as their target answers,
+then start the held-back auto-power-on VMs in ascending ``order`` groups.
+
+All SRs are probed concurrently every probe_interval (the predecessor pinged serially, 5 s
+per miss; peers.md §1.1). Only this host's PBD of a configured SR is plugged. A failed plug
+backs off exponentially with jitter; after the retry budget the machine enters DEGRADED with
+reason sr:<uuid> while probes continue. Autostart runs once per host boot: VM.start already
+waits the VM's start_delay (xapi-facts §4.5), so no second delay is added here.
+"""
+
+import attr
+
+from agent import desired
+from agent import events as ev
+from agent.world import ListAutostart, PlugPbd, StartVm
+
+NAME = "SR_PROBING"
+WAITS_FOR = "every configured SR plugged on this host, then the autostart VMs started"
+REASONS = ("sr:*",)
+
+
+def _key(sr):
+    return "sr:" + sr.uuid
+
+
+def handle_event(ctx, event):
+    """Fold a probe answer or a plug/start/list result into the SR and autostart bookkeeping."""
+    facts = ctx.facts
+    by_key = dict((_key(sr), sr) for sr in ctx.config.srs)
+    if isinstance(event, ev.ProbeDone) and event.key in by_key:
+        sr = by_key[event.key]
+        pbd = facts.pbds.get(sr.uuid)
+        targets = ", ".join(t for t, _ok in event.results)
+        if event.answered():
+            ctx.effect("probe %s (%s)" % (event.key, targets), "answered")
+            if pbd is not None and not pbd.attached:
+                ctx.request(PlugPbd(pbd.ref, sr.uuid))
+        else:
+            ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
+            ctx.retries[event.key].failed("storage target %s not answering" % targets)
+            ctx.arm("probe:" + event.key, ctx.config.timing.probe_interval)
+    elif isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
+        key = "sr:" + event.action.sr_uuid
+        pbd = facts.pbds.get(event.action.sr_uuid)
+        if event.ok:
+            if pbd is not None:
+                facts.pbds[pbd.sr_uuid] = attr.evolve(pbd, attached=True)
+            ctx.retries[key].succeeded()
+            ctx.clear_reason(key)
+            ctx.effect("PBD.plug %s" % key, "ok")
+        else:
+            error = " ".join(event.error)
+            delay = ctx.retries[key].failed(error)
+            ctx.effect("PBD.plug %s" % key, "failed: %s" % error, ok=False, retry_in=round(delay, 3))
+            ctx.arm("probe:" + key, delay)
+    elif isinstance(event, ev.ActionDone) and isinstance(event.action, ListAutostart):
+        if event.ok:
+            facts.autostart_queue = plan_autostart(event.value or ())
+            ctx.effect("list auto-power-on VMs", "%d to start" % sum(len(g) for g in facts.autostart_queue))
+        else:
+            ctx.arm("retry:autostart", ctx.retries["autostart"].failed(" ".join(event.error)))
+    elif isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm):
+        name = event.action.name_label
+        if event.ok:
+            ctx.effect("VM.start %s" % name, "ok")
+            _drop_started(facts, event.action.vm_ref)
+        else:
+            error = " ".join(event.error)
+            retry = ctx.retries["vm:" + name]
+            delay = retry.failed(error)
+            if error.startswith("VM_BAD_POWER_STATE"):
+                _drop_started(facts, event.action.vm_ref)  # already running: nothing to do
+            elif retry.spent:
+                ctx.effect("VM.start %s" % name, "failed: %s; giving up" % error, ok=False)
+                _drop_started(facts, event.action.vm_ref)
+            else:
+                ctx.effect("VM.start %s" % name, "failed: %s" % error, ok=False, retry_in=round(delay, 3))
+                ctx.arm("retry:vm:" + name, delay)
+
+
+def plan_autostart(vms):
+    """Groups of VmView by ascending integer order (XAPI sends ints as strings; "10" > "2")."""
+    groups = {}
+    for vm in vms:
+        if vm.auto_poweron and vm.power_state == "Halted":
+            groups.setdefault(int(vm.order), []).append(vm)
+    return [sorted(groups[k], key=lambda v: v.name_label) for k in sorted(groups)]
+
+
+def _drop_started(facts, vm_ref):
+    if facts.autostart_queue:
+        facts.autostart_queue[0] = [v for v in facts.autostart_queue[0] if v.ref != vm_ref]
+        while facts.autostart_queue and not facts.autostart_queue[0]:
+            facts.autostart_queue.pop(0)
+
+
+def held_back(ctx, vm):
+    """The configured SRs of ``vm`` that are not plugged here yet."""
+    return [u for u in vm.sr_uuids if u in ctx.facts.pbds and not ctx.facts.pbds[u].attached]
+
+
+def run_autostart(ctx):
+    """Advance the autostart: list once, then start the first group's VMs. True when done."""
+    facts = ctx.facts
+    if not desired.autostart_due(ctx.config, facts):
+        return True
+    if not facts.xapi_up:
+        return False
+    if facts.autostart_queue is None:
+        if not ctx.timers.armed("retry:autostart"):
+            ctx.request(ListAutostart())
+        return False
+    if not facts.autostart_queue:
+        facts.autostart_done = True
+        facts.autostart_queue = None
+        ctx.effect("autostart", "done")
+        return True
+    for vm in facts.autostart_queue[0]:
+        if not held_back(ctx, vm) and not ctx.timers.armed("retry:vm:" + vm.name_label):
+            ctx.request(StartVm(vm.ref, vm.name_label))
+    return False
+
+
+def work(ctx, event):
+    """Probe detached SRs, plug them, run autostart; srs_attached when all is done."""
+    handle_event(ctx, event)
+    detached = desired.detached_srs(ctx.config, ctx.facts)
+    for sr in detached:
+        key = _key(sr)
+        pbd = ctx.facts.pbds[sr.uuid]
+        if ctx.timers.armed("probe:" + key) or PlugPbd(pbd.ref, sr.uuid) in ctx.facts.pending_actions:
+            continue
+        targets = desired.storage_targets(sr, pbd)
+        if targets:
+            ctx.probe(key, targets)
+        elif ctx.facts.xapi_up:
+            ctx.request(PlugPbd(pbd.ref, sr.uuid))
+    spent = [sr for sr in detached if ctx.retries[_key(sr)].spent]
+    for sr in spent:
+        retry = ctx.retries[_key(sr)]
+        ctx.set_reason(_key(sr), "not plugged after %d attempts: %s" % (retry.failures, retry.last_error))
+    done = run_autostart(ctx)
+    if spent:
+        return "budget_spent"
+    if not detached and done:
+        return "srs_attached"
+    return None
+
+
+def blockers(ctx):
+    """Detached SRs with their last error, pool-master hints, and pending autostart groups."""
+    facts = ctx.facts
+    out = []
+    for sr in desired.detached_srs(ctx.config, facts):
+        pbd = facts.pbds[sr.uuid]
+        retry = ctx.retries[_key(sr)]
+        line = "sr:%s detached (targets: %s)" % (sr.uuid, ", ".join(desired.storage_targets(sr, pbd)) or "none")
+        if retry.failures:
+            line += "; %d failed attempts, last: %s" % (retry.failures, retry.last_error)
+        out.append(line)
+        if pbd.shared and pbd.master_attached is False:
+            out.append("sr:%s: the pool master's PBD is detached too; shared SRs plug on members "
+                       "only after the master" % sr.uuid)
+    if facts.autostart_queue:
+        for vm in facts.autostart_queue[0]:
+            held = held_back(ctx, vm)
+            out.append("autostart %s (order %s)%s" % (vm.name_label, vm.order,
+                                                       " held back by sr:" + ",".join(held) if held else ""))
+    return out

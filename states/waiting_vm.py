@@ -1,0 +1,63 @@
+"""WAITING_VM: wait for an uplink VM to run and its network's bridge to exist in the kernel.
+
+The bridge (xapiN) of a PIF-less network exists only while one of its VIFs is plugged
+(xapi-facts §6), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
+can start. When this run re-enabled the host (MAINTENANCE), the uplink VMs are started here,
+first of all VMs, with backoff on failure.
+"""
+
+from agent import desired
+from agent import events as ev
+from agent.world import StartVm
+
+NAME = "WAITING_VM"
+WAITS_FOR = "the bridge of every binding's network to exist in the kernel"
+REASONS = ()
+
+
+def work(ctx, event):
+    """Leave when every binding's bridge exists; start the uplink VM after a host fix."""
+    facts = ctx.facts
+    facts.gateway_ok = False  # a new bridge means a new firewall boot: ask the gateway again
+    if facts.world is not None and not desired.missing_bridges(ctx.config, facts):
+        return "bridge_appeared"
+    if isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm):
+        key = "vm:" + event.action.name_label
+        if event.ok:
+            ctx.retries[key].succeeded()
+            ctx.effect("VM.start %s" % event.action.name_label, "ok")
+        else:
+            delay = ctx.retries[key].failed(" ".join(event.error))
+            ctx.effect("VM.start %s" % event.action.name_label, "failed: %s" % " ".join(event.error),
+                       ok=False, retry_in=round(delay, 3))
+            ctx.arm("retry:" + key, delay)
+    if facts.host_fixed and ctx.config.maintenance.autostart and facts.xapi_up:
+        start_uplinks(ctx)
+    return None
+
+
+def start_uplinks(ctx):
+    """Start one halted uplink VM per binding whose VMs are all halted (first in config order)."""
+    facts = ctx.facts
+    by_label = dict((vm.name_label, vm) for vm in facts.vms.values())
+    for binding in ctx.config.bindings:
+        vms = [by_label[name] for name in binding.vms if name in by_label]
+        if not vms or any(vm.power_state in ("Running", "Paused") for vm in vms):
+            continue
+        vm = vms[0]
+        if not ctx.timers.armed("retry:vm:" + vm.name_label):
+            ctx.request(StartVm(vm.ref, vm.name_label))
+
+
+def blockers(ctx):
+    """Which bindings still miss their bridge, and the state of their VMs."""
+    facts = ctx.facts
+    running = facts.uplink_running()
+    out = []
+    for network, bridge in desired.missing_bridges(ctx.config, facts):
+        if not bridge:
+            out.append("network '%s' has no bridge yet (XAPI not read)" % network)
+        else:
+            out.append("bridge %s of network '%s' absent (uplink VMs running: %s)"
+                       % (bridge, network, ", ".join(running) or "none"))
+    return out
