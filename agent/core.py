@@ -75,6 +75,7 @@ class Agent(object):
         self.history = []
         self.counts = {}
         self._effects = None
+        self.reload_config = None  # set by the service: returns a new Config or None
         self._model = _Model(self)
         m.build_machine(self._model)
         self.stopped = False
@@ -99,6 +100,9 @@ class Agent(object):
         if isinstance(event, ev.StopRequested):
             self.stopped = True
             return
+        if isinstance(event, ev.ReloadRequested):
+            self._reload(event)
+            return
         self.facts.apply(event)
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
             self.reread_kernel()
@@ -106,6 +110,18 @@ class Agent(object):
         if trigger is None:
             trigger = states.module(self.state).work(self, event)
         self._settle(trigger, event)
+
+    def _reload(self, event):
+        """SIGHUP: take the new config from ``reload_config()`` (None keeps the old one)."""
+        new = self.reload_config() if self.reload_config else None
+        if new is None:
+            return
+        self.config = new
+        self.retries = Retries(new.timing, self.rng)
+        self.reasons.clear()
+        self.facts.world = None
+        self.facts.missing = ()
+        self._settle("config_reloaded", event)
 
     def _drift(self):
         for trigger in m.DRIFT_TRIGGERS:
@@ -139,7 +155,10 @@ class Agent(object):
         self.since = now
         self.counts[dest] = self.counts.get(dest, 0) + 1
         if dest != "DEGRADED":
+            # Reasons describe DEGRADED only; a failing step sets its reason again at once,
+            # since its retry count survives (no stale reason can pin the machine).
             self.degraded_from = None
+            self.reasons.clear()
         record = {"time": round(now, 3), "from": source, "to": dest, "trigger": trigger,
                   "cause": cause.describe(), "effects": []}
         self._effects = record["effects"]
@@ -240,11 +259,12 @@ class Agent(object):
             handled += 1
         return handled
 
-    def run(self, on_idle=None, tick=None):
+    def run(self, after=None, tick=None):
         """The service loop: block until an event or a deadline, handle, repeat until stopped.
 
-        ``on_idle()`` runs whenever the queue is drained (status file, watchdog); ``tick`` caps
-        the wait so a watchdog can be petted even when nothing happens.
+        ``after(drained)`` runs after every wake-up (status file, watchdog) with ``drained``
+        True when the queue is empty; ``tick`` caps the wait so a watchdog can be petted even
+        when nothing happens. Both run on this thread: a stuck loop stops the watchdog.
         """
         self.start()
         while not self.stopped:
@@ -252,12 +272,11 @@ class Agent(object):
             try:
                 event = self.queue.get(timeout=self.wait_seconds(tick))
             except queue.Empty:
-                if on_idle:
-                    on_idle()
-                continue
-            self.handle(event)
-            if on_idle and self.queue.empty():
-                on_idle()
+                event = None
+            if event is not None:
+                self.handle(event)
+            if after:
+                after(self.queue.empty())
 
 
 class _Start(ev.Event):

@@ -98,6 +98,8 @@ class Facts(object):
 
     def _on_action_done(self, e):
         self.pending_actions.discard(e.action)
+        if e.ok and e.action.kind == "enable_host":
+            self.host_fixed = True  # whichever state sees it: WAITING_VM then starts the uplink VM
 
     def set_kernel(self, view):
         """Replace the kernel picture with a full read (a KernelView)."""

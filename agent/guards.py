@@ -60,7 +60,8 @@ def drift(trigger, config, facts, mgmt_bridge):
     if trigger == "host_disabled":
         return needs_host_fix(config, facts)
     if trigger == "uplink_lost":
-        return facts.world is not None and not uplink_present(config, facts)
+        # only a resolved bridge can be lost; an unresolved label is BOOTING's/DEGRADED's reason
+        return any(bridge for _network, bridge in desired.missing_bridges(config, facts))
     if trigger == "address_lost":
         return not addresses_present(config, facts, mgmt_bridge)
     if trigger == "route_lost":

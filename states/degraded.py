@@ -17,9 +17,8 @@ def work(ctx, event):
     import states
     owner = states.module(ctx.degraded_from or "BOOTING")
     trigger = owner.work(ctx, event)
-    if trigger is None or trigger == "budget_spent":
+    if trigger is None or trigger == "budget_spent" or ctx.reasons:
         return None
-    ctx.clear_reasons()
     return "recovered"
 
 

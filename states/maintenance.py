@@ -24,7 +24,6 @@ def work(ctx, event):
     retry = ctx.retries["host-enable"]
     if isinstance(event, ev.ActionDone) and isinstance(event.action, EnableHost):
         if event.ok:
-            facts.host_fixed = True
             retry.succeeded()
             ctx.clear_reason("host-enable")
             ctx.effect("host.enable", "ok")

@@ -8,6 +8,7 @@ import random
 from agent import config as cfgmod
 from agent.adapters.memory import ManualClock, MemoryNet, MemoryProber, MemoryReport, MemoryXapi
 from agent.core import Agent
+from agent.events import KernelResynced
 
 SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 MGMT = "xenbr0"
@@ -50,7 +51,8 @@ def make_config(policy="when-locked-out", extra=""):
 class MemWorld(object):
     """A host: kernel, XAPI, storage and clock in memory, with the real Agent deciding."""
 
-    def __init__(self, config=None, seed=0, vm_running=True, host_enabled=True, storage_up=True):
+    def __init__(self, config=None, seed=0, vm_running=True, host_enabled=True, storage_up=True,
+                 start=True):
         self.config = config or make_config()
         self.clock = ManualClock()
         self.report = MemoryReport()
@@ -76,10 +78,14 @@ class MemWorld(object):
         self.xapi.host = self.xapi.host.__class__(self.xapi.host.ref, enabled=host_enabled)
         if vm_running:
             self.xapi.set_power("pfsense", "Running")
-        # the agent starts: the watcher's first full read, then XAPI's resync
-        self.agent.post(__import__("agent.events", fromlist=["x"]).KernelResynced(self.net.read_view()))
+        if start:
+            self.boot()
+
+    def boot(self):
+        """The agent starts: the watcher's first full read, then XAPI's resync."""
+        self.agent.post(KernelResynced(self.net.read_view()))
         self.agent.start()
-        self.xapi.start(post)
+        self.xapi.start(self.agent.post)
 
     def settle(self, max_time=3600.0, max_rounds=10000):
         """Handle events; when quiet, jump the clock to the next deadline; stop when nothing is left

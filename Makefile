@@ -1,0 +1,44 @@
+# The README names two targets: `make lab` (the rehearsal) and `make test` (the whole suite).
+# `make test` runs the suite twice: current Python with the newest dependencies, and Python
+# 3.6.15 (dom0's python3) with the floor versions in .ci/floors.txt.
+
+PY       ?= python3
+PY36     ?= $(shell pyenv root 2>/dev/null)/versions/3.6.15/bin/python3.6
+VENV     ?= .venv
+VENV36   ?= .venv36
+PYTEST_ARGS ?=
+export HYPOTHESIS_PROFILE ?= ci
+
+.PHONY: lab test test-new test-36 venv venv36 diagram clean
+
+$(VENV)/.done: setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -U pip
+	$(VENV)/bin/python -m pip install -q -U ".[test]"
+	touch $@
+
+$(VENV36)/.done: setup.cfg pyproject.toml .ci/floors.txt
+	$(PY36) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install -q "pip==21.3.1"
+	$(VENV36)/bin/python -m pip install -q -c .ci/floors.txt ".[test]"
+	touch $@
+
+venv: $(VENV)/.done
+venv36: $(VENV36)/.done
+
+lab: venv
+	$(VENV)/bin/agent lab
+
+test-new: venv
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-36: venv36
+	$(VENV36)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test: test-new test-36
+
+diagram: venv
+	$(VENV)/bin/agent diagram
+
+clean:
+	rm -rf $(VENV) $(VENV36) build *.egg-info

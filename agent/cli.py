@@ -1,0 +1,190 @@
+"""The `agent` command: run, status, trace, diagram, config, lab, check.
+
+Imports are deferred into each command so `agent status` loads only the status module and
+answers in about the time the interpreter takes to start.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from agent import __version__
+
+DEFAULT_CONFIG = "/etc/sspn-agent/agent.toml"
+EX_CONFIG = 78
+
+
+def _status_paths(args):
+    """(status path, trace path) from --file or the config's [files], else the defaults."""
+    from agent import status, trace
+    status_path, trace_path = status.DEFAULT_PATH, trace.DEFAULT_PATH
+    if getattr(args, "config", None) and os.path.exists(args.config):
+        from agent import config as cfgmod
+        try:
+            cfg = cfgmod.load_config(args.config)
+            status_path, trace_path = cfg.files.status, cfg.files.trace
+        except cfgmod.ConfigError:
+            pass
+    return (getattr(args, "file", None) or status_path, getattr(args, "file", None) or trace_path)
+
+
+def cmd_status(args):
+    """Render the status file; exit 0 when the agent runs, 3 when it does not."""
+    from agent import status
+    path = args.file or _status_paths(args)[0]
+    data = status.read(path)
+    running = status.is_running(data)
+    if args.json:
+        out = dict(data or {})
+        out["running"] = running
+        if data is None:
+            out["error"] = "no status file at %s: the agent is not running (or never ran)" % path
+        print(json.dumps(out, indent=1, sort_keys=True))
+    else:
+        print(status.render(data, running))
+    return status.EXIT_RUNNING if running else status.EXIT_NOT_RUNNING
+
+
+def cmd_trace(args):
+    """Print the last N transitions and effects."""
+    from agent import trace
+    path = args.file or _status_paths(args)[1]
+    records = trace.read(path, args.n)
+    for record in records:
+        print(json.dumps(record, sort_keys=True) if args.json else trace.render(record))
+    if not records and not args.json:
+        print("no trace at %s" % path, file=sys.stderr)
+    return 0
+
+
+def cmd_diagram(args):
+    """Write docs/diagrams/ from the machine, or check that the committed files are current."""
+    from agent import diagram
+    if args.check:
+        stale = diagram.stale(args.out)
+        for path in stale:
+            print("stale: %s (run `agent diagram` and commit the result)" % path, file=sys.stderr)
+        return 1 if stale else 0
+    for path in diagram.write(args.out):
+        print(path)
+    return 0
+
+
+def _load_config_or_exit(path):
+    from agent import config as cfgmod
+    try:
+        return cfgmod.load_config(path)
+    except cfgmod.ConfigError as e:
+        print("agent: %s" % e, file=sys.stderr)
+        raise SystemExit(EX_CONFIG)
+
+
+def cmd_config_validate(args):
+    """Check a config file; exit 78 (EX_CONFIG) with one message when it is bad."""
+    cfg = _load_config_or_exit(args.file)
+    print("%s: valid (%d binding(s), %d SR(s), enable_host=%s)"
+          % (args.file, len(cfg.bindings), len(cfg.srs), cfg.maintenance.enable_host))
+    return 0
+
+
+def cmd_config_import_legacy(args):
+    """Print the agent.toml equivalent of a vif-ip-binder JSON file; notes go to stderr."""
+    from agent import config as cfgmod
+    from agent import legacy
+    try:
+        with open(args.file, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        toml_text, notes = legacy.import_legacy(text, source=args.file)
+    except OSError as e:
+        print("agent: cannot read %s: %s" % (args.file, e.strerror or e), file=sys.stderr)
+        return EX_CONFIG
+    except cfgmod.ConfigError as e:
+        print("agent: %s" % e, file=sys.stderr)
+        return EX_CONFIG
+    for note in notes:
+        print("note: %s" % note, file=sys.stderr)
+    sys.stdout.write(toml_text)
+    return 0
+
+
+def cmd_run(args):
+    """The service."""
+    from agent import logsetup
+    logsetup.setup(verbose=args.verbose)
+    cfg = _load_config_or_exit(args.config)
+    from agent.service import Service
+    return Service(cfg).run()
+
+
+def cmd_lab_xapi(args):
+    """Run the XAPI simulator alone, in the foreground."""
+    from agent.lab.xapi import serve_forever
+    return serve_forever(args.socket, port=args.port, scenario_path=args.scenario) or 0
+
+
+def build_parser():
+    """The argument parser of `agent`."""
+    p = argparse.ArgumentParser(prog="agent", description="sspn-agent: keeps a NIC-less XCP-ng dom0 "
+                                "reachable through its firewall VM.")
+    p.add_argument("--version", action="version", version="sspn-agent %s" % __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent (the systemd service)")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="show the state (exit 0 running, 3 not running)")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--file", help="status file (default: [files] status of --config)")
+    st.add_argument("--config", default=DEFAULT_CONFIG)
+    st.set_defaults(func=cmd_status)
+
+    tr = sub.add_parser("trace", help="show the transition journal")
+    tr.add_argument("--json", action="store_true")
+    tr.add_argument("-n", type=int, default=20, help="last N records (default 20)")
+    tr.add_argument("--file", help="trace file (default: [files] trace of --config)")
+    tr.add_argument("--config", default=DEFAULT_CONFIG)
+    tr.set_defaults(func=cmd_trace)
+
+    dg = sub.add_parser("diagram", help="write docs/diagrams/ from the machine definition")
+    dg.add_argument("--check", action="store_true", help="fail when the committed files are stale")
+    dg.add_argument("--out", default="docs/diagrams")
+    dg.set_defaults(func=cmd_diagram)
+
+    cf = sub.add_parser("config", help="validate or import configuration")
+    cfsub = cf.add_subparsers(dest="config_command", metavar="ACTION")
+    va = cfsub.add_parser("validate", help="check a config file (exit 78 when bad)")
+    va.add_argument("file")
+    va.set_defaults(func=cmd_config_validate)
+    il = cfsub.add_parser("import-legacy", help="print agent.toml for a vif-ip-binder JSON file")
+    il.add_argument("file")
+    il.set_defaults(func=cmd_config_import_legacy)
+
+    lab = sub.add_parser("lab", help="rehearse on the embedded XAPI simulator")
+    labsub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
+    lx = labsub.add_parser("xapi", help="run the XAPI simulator alone until interrupted")
+    lx.add_argument("--socket", required=True, help="Unix socket path (no '_' in it)")
+    lx.add_argument("--port", type=int, help="also listen on 127.0.0.1:PORT")
+    lx.add_argument("--scenario", help="scenario TOML (default: matches agent.toml.example)")
+    lx.set_defaults(func=cmd_lab_xapi)
+    return p
+
+
+def main(argv=None):
+    """Entry point of the `agent` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The status file: built from the running agent, written atomically, read and rendered by the CLI.
+
+`agent status` reads only this file (STYLE: status is a file, the CLI only reads it), so this
+module imports nothing heavy: no pyroute2, icmplib, XenAPI or transitions.
+"""
+
+import json
+import os
+import time
+
+DEFAULT_PATH = "/run/sspn-agent/status.json"
+EXIT_RUNNING = 0
+EXIT_NOT_RUNNING = 3
+
+
+def boot_id():
+    """The kernel's boot id (status of an earlier boot is not this boot's)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def write_atomic(path, data):
+    """Write JSON to ``path`` via a temp file in the same directory and rename()."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def read(path=DEFAULT_PATH):
+    """The last status written, or None when there is no readable file."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(status):
+    """True when the process that wrote ``status`` still runs (same boot, live pid)."""
+    if not status or not status.get("pid"):
+        return False
+    if status.get("boot_id") and status.get("boot_id") != boot_id():
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, ValueError):
+        return False
+    if status.get("stopped"):
+        return False
+    return True
+
+
+def _ago(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return "%ds" % seconds
+    if seconds < 7200:
+        return "%dmin" % (seconds // 60)
+    return "%dh%02dmin" % (seconds // 3600, (seconds % 3600) // 60)
+
+
+def _stamp(wall):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+
+
+def render(status, running, now=None):
+    """Human text for `agent status`."""
+    now = time.time() if now is None else now
+    if status is None:
+        return "sspn-agent: not running, and no status file was found (has it ever run?)"
+    lines = []
+    since = status.get("since", now)
+    head = "sspn-agent: %s since %s (%s ago)" % (status.get("state", "?"), _stamp(since), _ago(now - since))
+    if not running:
+        head += "\n  NOT RUNNING: last known state, written %s" % _stamp(status.get("updated", since))
+    lines.append(head)
+    lines.append("  meaning: %s" % status.get("meaning", ""))
+    for key, text in sorted(status.get("reasons", {}).items()):
+        lines.append("  reason %s: %s" % (key, text))
+    for b in status.get("blockers", []):
+        lines.append("  waiting: %s" % b)
+    xapi = status.get("xapi", {})
+    lines.append("  xapi: %s" % ("connected" if xapi.get("connected") else
+                                 "not connected" + (" (%s)" % xapi["error"] if xapi.get("error") else "")))
+    for item in status.get("addresses", []):
+        lines.append("  address %-24s on %-8s %s" % (item["address"], item["ifname"],
+                                                    "present" if item["present"] else "MISSING"))
+    for item in status.get("routes", []):
+        lines.append("  route   default via %-14s dev %-8s %s" % (item["gateway"], item["ifname"],
+                                                               "present" if item["present"] else "MISSING"))
+    for sr in status.get("srs", []):
+        lines.append("  sr      %s %s%s" % (sr["uuid"], sr["state"],
+                                            " (%s)" % sr["note"] if sr.get("note") else ""))
+    for name, left in sorted(status.get("next_retry", {}).items()):
+        lines.append("  next    %s in %.1fs" % (name, left))
+    recent = status.get("transitions", [])[-5:]
+    if recent:
+        lines.append("  last transitions:")
+        for t in recent:
+            lines.append("    %s %s -> %s on %s (%s)" % (_stamp(t["time"]), t["from"], t["to"],
+                                                         t["trigger"], t["cause"]))
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""The transition journal: JSON lines, size-bounded (one rotated .1 file), read by `agent trace`."""
+
+import json
+import os
+import time
+
+DEFAULT_PATH = "/var/log/sspn-agent/trace.jsonl"
+
+
+class TraceFile(object):
+    """Appends one JSON object per line; rotates to ``path + ".1"`` past ``max_bytes``."""
+
+    def __init__(self, path, max_bytes=1048576):
+        self.path = path
+        self.max_bytes = int(max_bytes)
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, 0o750)
+
+    def append(self, record):
+        """Write one record (a dict) as a line; rotate first when the file is full."""
+        line = json.dumps(record, sort_keys=True) + "\n"
+        try:
+            if os.path.getsize(self.path) + len(line) > self.max_bytes:
+                os.rename(self.path, self.path + ".1")
+        except OSError:
+            pass
+        with open(self.path, "a") as f:
+            f.write(line)
+
+
+def read(path=DEFAULT_PATH, last=None):
+    """Records from the rotated file then the current one; the last ``last`` if given."""
+    records = []
+    for p in (path + ".1", path):
+        try:
+            with open(p) as f:
+                for line in f:
+                    line = line.strip()
+                    if line:
+                        try:
+                            records.append(json.loads(line))
+                        except ValueError:
+                            continue  # a torn last line after a crash: skip it
+        except OSError:
+            continue
+    return records[-last:] if last else records
+
+
+def render(record):
+    """One human line per record."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("time", 0)))
+    if record.get("type") == "effect":
+        return "%s   [%s] %s: %s" % (stamp, record.get("state", "?"), record.get("what"), record.get("result"))
+    effects = "; ".join("%s: %s" % (e["what"], e["result"]) for e in record.get("effects", []))
+    return "%s %s -> %s on %s (cause: %s)%s" % (stamp, record.get("from"), record.get("to"),
+                                                record.get("trigger"), record.get("cause"),
+                                                " | " + effects if effects else "")

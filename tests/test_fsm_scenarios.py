@@ -1,0 +1,211 @@
+"""The machine's behaviour in whole scenarios, on the in-memory world (unit tier)."""
+
+from agent import events as ev
+from agent.world import EnableHost, PlugPbd, StartVm
+from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
+
+
+def _path(world):
+    return [(t["from"], t["to"]) for t in world.report.transitions]
+
+
+def test_cold_boot_reaches_healthy_with_everything_in_place():
+    """Firewall running, storage up: addresses, mirrors, routes, PBD and autostart all done."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses and (MGMT, "192.0.2.2/32") in w.net.addresses
+    assert (BRIDGE, "2001:db8:1::2/64") in w.net.addresses and (MGMT, "2001:db8:1::2/128") in w.net.addresses
+    assert (4, "192.0.2.1", BRIDGE) in w.net.routes and (6, "2001:db8:1::1", BRIDGE) in w.net.routes
+    assert w.xapi.pbd_attached[SR]
+    assert _path(w) == [("BOOTING", "BINDING"), ("BINDING", "ROUTED"), ("ROUTED", "SR_PROBING"),
+                        ("SR_PROBING", "HEALTHY")]
+
+
+def test_every_transition_names_its_trigger_and_cause():
+    """Each trace record carries from, to, trigger and a non-empty cause."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    for t in w.report.transitions:
+        assert t["trigger"] and t["cause"] and t["from"] != t["to"]
+
+
+def test_locked_out_disabled_host_is_enabled_then_firewall_started():
+    """Host disabled and no uplink VM running: host.enable, then the firewall VM first."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.settle_until("HEALTHY")
+    starts = [c[0].name_label for c in w.xapi.calls if isinstance(c[0], StartVm)]
+    assert starts[0] == "pfsense"
+    assert ("BOOTING", "MAINTENANCE") in _path(w) and ("MAINTENANCE", "WAITING_VM") in _path(w)
+
+
+def test_host_still_booting_is_retried_with_growing_gaps():
+    """host.enable answering HOST_STILL_BOOTING is retried with backoff until it works."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.xapi.booting = True
+    w.settle(max_time=2.5)
+    assert w.agent.state == "MAINTENANCE"
+    w.xapi.booting = False
+    w.settle_until("HEALTHY")
+    enables = [c for c in w.xapi.calls if isinstance(c[0], EnableHost)]
+    assert len(enables) >= 2
+
+
+def test_deliberately_disabled_host_is_left_alone():
+    """auto_enable=false or MAINTENANCE_MODE=true: no host.enable under when-locked-out."""
+    for changes in ({"auto_enable": False}, {"other_config": {"MAINTENANCE_MODE": "true"}}):
+        w = MemWorld(vm_running=False, host_enabled=False, start=False)
+        w.xapi.set_host(**changes)
+        w.boot()
+        w.settle()
+        assert not [c for c in w.xapi.calls if isinstance(c[0], EnableHost)]
+        assert w.agent.state == "WAITING_VM"
+
+
+def test_policy_never_never_enables_and_always_does_even_when_not_locked_out():
+    """enable_host = "never" leaves a disabled host; "always" enables it while the VM runs."""
+    w = MemWorld(config=make_config("never"), vm_running=False, host_enabled=False)
+    w.settle()
+    assert not [c for c in w.xapi.calls if isinstance(c[0], EnableHost)]
+    w = MemWorld(config=make_config("always"), vm_running=True, host_enabled=False)
+    w.settle_until("HEALTHY")
+    assert [c for c in w.xapi.calls if isinstance(c[0], EnableHost)]
+
+
+def test_address_removed_by_someone_else_is_restored():
+    """In HEALTHY, a deleted binding address sends the machine to BINDING and back."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.remove_address(BRIDGE, "192.0.2.2/24")  # the kernel drops the v4 default route too
+    w.settle_until("HEALTHY")
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses and (4, "192.0.2.1", BRIDGE) in w.net.routes
+    assert ("HEALTHY", "BINDING") in _path(w)
+
+
+def test_route_removed_is_restored_through_routed():
+    """A deleted default route sends the machine to ROUTED, which replaces it."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.remove_route(6, "2001:db8:1::1", BRIDGE)
+    w.settle_until("HEALTHY")
+    assert (6, "2001:db8:1::1", BRIDGE) in w.net.routes
+    assert ("HEALTHY", "ROUTED") in _path(w)
+
+
+def test_networkd_flush_of_the_management_bridge_restores_only_the_mirror():
+    """A flush of xenbr0 removes the foreign address too; the agent restores its mirrors only."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.flush(MGMT)
+    w.settle_until("HEALTHY")
+    assert (MGMT, "192.0.2.2/32") in w.net.addresses
+    assert FOREIGN not in w.net.addresses  # not ours: never re-added either
+
+
+def test_firewall_reboot_rebinds_on_the_new_bridge():
+    """VM stop destroys the bridge (WAITING_VM); start re-creates it and everything is re-bound."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.xapi.set_power("pfsense", "Halted")
+    w.settle_until("WAITING_VM")
+    w.xapi.set_power("pfsense", "Running")
+    w.settle_until("HEALTHY")
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
+
+
+def test_pbd_detached_later_goes_back_to_sr_probing():
+    """A PBD that detaches in HEALTHY is probed and plugged again."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.xapi.set_pbd(SR, False)
+    w.settle_until("HEALTHY")
+    assert w.xapi.pbd_attached[SR] and ("HEALTHY", "SR_PROBING") in _path(w)
+
+
+def test_plug_failing_spends_the_budget_then_recovers():
+    """PBD.plug failing past the budget: DEGRADED with reason sr:<uuid>, then HEALTHY once it works."""
+    w = MemWorld()
+    w.xapi.plug_failures[SR] = 5
+    w.settle(max_time=4)
+    assert w.agent.state == "DEGRADED" and "sr:" + SR in w.agent.reasons
+    w.settle_until("HEALTHY")
+    plugs = [c for c in w.xapi.calls if isinstance(c[0], PlugPbd)]
+    assert len(plugs) == 6
+
+
+def test_late_storage_is_plugged_when_it_answers():
+    """Storage silent at first: probes every interval; plugged after it answers."""
+    w = MemWorld(storage_up=False)
+    w.settle(max_time=60)
+    assert not w.xapi.pbd_attached[SR]
+    w.xapi.storage_up.add(SR)
+    w.prober.reachable.add("198.51.100.10")
+    w.settle_until("HEALTHY")
+    assert w.xapi.pbd_attached[SR]
+
+
+def test_autostart_order_is_numeric_and_auto_poweron_false_never_starts():
+    """order 2 before order 10 (not "10" < "2"); a VM with auto_poweron false stays halted."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    starts = [c[0].name_label for c in w.xapi.calls if isinstance(c[0], StartVm)]
+    assert starts == ["web", "db"]
+    assert w.xapi.vms["scratch"].power_state == "Halted"
+
+
+def test_autostart_runs_once_per_boot():
+    """After a firewall reboot the operator's halted VMs are not started again."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.xapi.set_power("web", "Halted")
+    w.xapi.set_power("pfsense", "Halted")
+    w.xapi.set_power("pfsense", "Running")
+    w.settle_until("HEALTHY")
+    assert w.xapi.vms["web"].power_state == "Halted"
+
+
+def test_missing_label_degrades_with_a_reason_and_resumes_when_it_appears():
+    """A network label XAPI does not know: DEGRADED naming it; created later -> HEALTHY."""
+    w = MemWorld(start=False)
+    w.xapi.networks.clear()
+    w.boot()
+    w.settle_until("DEGRADED")
+    assert "network 'sspn'" in w.agent.reasons["labels"]
+    w.xapi.networks["sspn"] = BRIDGE
+    w.xapi.restart()
+    w.settle_until("HEALTHY")
+
+
+def test_xapi_down_at_boot_degrades_then_recovers():
+    """XAPI refusing past the budget: DEGRADED "xapi"; when it answers, the machine resumes."""
+    w = MemWorld(start=False)
+    w.xapi.up = False
+    w.boot()
+    for _ in range(3):
+        w.xapi.connect()
+        w.settle()
+    assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
+    w.xapi.up = True
+    w.xapi.connect()
+    w.settle_until("HEALTHY")
+
+
+def test_toolstack_restart_in_healthy_changes_nothing():
+    """A toolstack restart (XapiLost then a resync) leaves HEALTHY and repeats no effect."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    calls, n = len(w.xapi.calls), len(w.report.transitions)
+    w.xapi.restart()
+    w.settle_until("HEALTHY")
+    assert len(w.xapi.calls) == calls and len(w.report.transitions) == n
+
+
+def test_kernel_resync_after_overflow_repairs_what_was_lost_silently():
+    """Events lost to an overflow: the KernelResynced full read reveals the loss; repaired."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.post = lambda e: None  # the watcher misses these events
+    w.net.remove_address(BRIDGE, "2001:db8:1::2/64")
+    w.net.post = w.agent.post
+    w.agent.post(ev.KernelResynced(w.net.read_view()))
+    w.settle_until("HEALTHY")
+    assert (BRIDGE, "2001:db8:1::2/64") in w.net.addresses
