@@ -93,12 +93,7 @@ def cmd_config_import_legacy(args):
     from agent import config as cfgmod
     from agent import legacy
     try:
-        with open(args.file, "rb") as f:
-            text = f.read().decode("utf-8", "replace")
-        toml_text, notes = legacy.import_legacy(text, source=args.file)
-    except OSError as e:
-        print("agent: cannot read %s: %s" % (args.file, e.strerror or e), file=sys.stderr)
-        return EX_CONFIG
+        toml_text, notes = legacy.load_legacy(args.file)
     except cfgmod.ConfigError as e:
         print("agent: %s" % e, file=sys.stderr)
         return EX_CONFIG

@@ -184,7 +184,7 @@ class MemoryXapi(Xapi):
         self.pbd_attached = {}         # sr uuid -> bool
         self.storage_up = set()        # sr uuids whose target answers
         self.plug_failures = {}        # sr uuid -> n
-        self.calls = []                # actions received, with the facts that matter
+        self.calls = []                # (action, host enabled, deliberately disabled, uplinks running)
         self.started = False
 
     # --- world setup -------------------------------------------------------------------------
@@ -237,7 +237,8 @@ class MemoryXapi(Xapi):
 
     def request(self, action):
         self.calls.append((action, self.host.enabled, self.host.deliberately_disabled,
-                           tuple(sorted(vm.name for vm in self.vms.values() if vm.power_state == "Running"))))
+                           tuple(sorted(vm.name for vm in self.vms.values()
+                                        if vm.uplink_bridge and vm.power_state == "Running"))))
         if not self.up:
             self.post(ev.ActionDone(action, False, ["connection refused"]))
             return

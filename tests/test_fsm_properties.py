@@ -1,0 +1,189 @@
+"""Hypothesis stateful tests: random fault sequences against the real machine definition.
+
+The machine under test is the real Agent with the real table, states and guards; only the
+ports are in memory. Invariants (DESIGN §4): every transition is a row of the table and
+names its cause; nothing outside the config is ever removed; host.enable is never called
+against policy; retries never busy-loop; and once the world is quiet and healthy, the
+machine ends in HEALTHY with everything in place.
+"""
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from agent import machine as m
+from agent.world import EnableHost
+from memworld import BRIDGE, FOREIGN, FOREIGN_ON_BRIDGE, MGMT, SR, MemWorld, make_config
+
+POLICIES = ("when-locked-out", "always", "never")
+WANTED = [(BRIDGE, "192.0.2.2/24"), (BRIDGE, "2001:db8:1::2/64"),
+          (MGMT, "192.0.2.2/32"), (MGMT, "2001:db8:1::2/128")]
+ROWS = set((s, r["trigger"], r["dest"]) for r in m.rows() for s in r["source"])
+
+
+class AgentInAHostileWorld(RuleBasedStateMachine):
+    """Drives a MemWorld with random faults; the Agent decides."""
+
+    @initialize(policy=st.sampled_from(POLICIES), vm_running=st.booleans(),
+                host_enabled=st.booleans(), storage_up=st.booleans(), seed=st.integers(0, 2 ** 16))
+    def boot(self, policy, vm_running, host_enabled, storage_up, seed):
+        self.policy = policy
+        self.world = MemWorld(config=make_config(policy), seed=seed, vm_running=vm_running,
+                              host_enabled=host_enabled, storage_up=storage_up, start=False)
+        self.delays = []
+        agent = self.world.agent
+        arm = agent.arm
+
+        def recording_arm(name, delay):
+            self.delays.append((name, delay))
+            arm(name, delay)
+        agent.arm = recording_arm
+        self.enables = []
+        request = agent.request
+
+        def recording_request(action):
+            # judged on what the agent knew when it decided: the world may have moved since
+            if isinstance(action, EnableHost):
+                host = agent.facts.host
+                self.enables.append((host.deliberately_disabled, tuple(agent.facts.uplink_running())))
+            return request(action)
+        agent.request = recording_request
+        self.world.boot()
+        self.world.agent.run_pending()
+
+    # --- the world misbehaves ------------------------------------------------------------------
+
+    @rule()
+    def firewall_stops(self):
+        self.world.xapi.set_power("pfsense", "Halted")
+
+    @rule()
+    def firewall_starts(self):
+        if self.world.xapi.vms["pfsense"].power_state != "Running":
+            self.world.xapi.set_power("pfsense", "Running")
+
+    @rule(which=st.sampled_from(WANTED))
+    def someone_removes_an_address(self, which):
+        self.world.net.remove_address(*which)
+
+    @rule(family=st.sampled_from([4, 6]))
+    def someone_removes_the_default_route(self, family):
+        for route in list(self.world.net.routes):
+            if route[0] == family:
+                self.world.net.remove_route(*route)
+
+    @rule()
+    def networkd_flushes_the_bridge(self):
+        self.world.net.flush(BRIDGE)
+
+    @rule()
+    def a_foreign_address_appears_on_the_bridge(self):
+        if BRIDGE in self.world.net.links:
+            self.world.net.add_address(BRIDGE, FOREIGN_ON_BRIDGE)
+
+    @rule()
+    def pbd_detaches(self):
+        self.world.xapi.set_pbd(SR, False)
+
+    @rule(up=st.booleans())
+    def storage_flaps(self, up):
+        target = "198.51.100.10"
+        if up:
+            self.world.xapi.storage_up.add(SR)
+            self.world.prober.reachable.add(target)
+        else:
+            self.world.xapi.storage_up.discard(SR)
+            self.world.prober.reachable.discard(target)
+
+    @rule(n=st.integers(1, 6))
+    def plug_fails_n_times(self, n):
+        self.world.xapi.plug_failures[SR] = n
+
+    @rule(n=st.integers(1, 4))
+    def kernel_refuses_n_requests(self, n):
+        self.world.net.fail_next = n
+
+    @rule()
+    def toolstack_restarts(self):
+        self.world.xapi.restart()
+
+    @rule(up=st.booleans())
+    def xapi_goes(self, up):
+        self.world.xapi.up = up
+        self.world.xapi.connect()
+
+    @rule(deliberate=st.booleans())
+    def host_gets_disabled(self, deliberate):
+        self.world.xapi.set_host(enabled=False, auto_enable=not deliberate)
+
+    @rule()
+    def gateway_goes_silent(self):
+        self.world.prober.reachable.discard("192.0.2.1")
+        self.world.prober.reachable.discard("2001:db8:1::1")
+
+    @rule(booting=st.booleans())
+    def xapi_boot_phase(self, booting):
+        self.world.xapi.booting = booting
+
+    @rule(seconds=st.floats(0.0, 120.0))
+    def time_passes(self, seconds):
+        self.world.settle(max_time=seconds)
+
+    @rule()
+    def events_are_handled(self):
+        self.world.agent.run_pending()
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def only_table_transitions_each_with_a_cause(self):
+        for t in self.world.report.transitions:
+            assert (t["from"], t["trigger"], t["to"]) in ROWS, t
+            assert t["cause"], t
+
+    @invariant()
+    def nothing_outside_the_config_is_removed(self):
+        # no rule removes the foreign management address, so only the agent could
+        assert FOREIGN in self.world.net.addresses
+        replaced = [c for c in self.world.net.calls if c[0] == "ensure_default_route"]
+        assert all(c[1] in ("192.0.2.1", "2001:db8:1::1") for c in replaced)
+
+    @invariant()
+    def host_enable_only_when_policy_allows(self):
+        for deliberate, running in self.enables:
+            assert self.policy != "never"
+            if self.policy == "when-locked-out":
+                assert not deliberate and not running, (deliberate, running)
+
+    @invariant()
+    def retries_never_busy_loop(self):
+        floor = 0.5 * self.world.config.timing.backoff_base
+        for name, delay in self.delays:
+            assert delay >= floor, (name, delay)
+
+    def teardown(self):
+        """A quiet, healthy world always ends in HEALTHY with everything in place."""
+        w = self.world
+        w.xapi.up = True
+        w.xapi.booting = False
+        w.xapi.plug_failures.clear()
+        w.xapi.storage_up.add(SR)
+        w.prober.reachable.update(["198.51.100.10", "192.0.2.1", "2001:db8:1::1"])
+        w.net.fail_next = 0
+        if not w.xapi.host.enabled:
+            w.xapi.set_host(enabled=True, auto_enable=True)
+        if w.xapi.vms["pfsense"].power_state != "Running":
+            w.xapi.set_power("pfsense", "Running")
+        w.xapi.connect()
+        w.settle_until("HEALTHY", max_time=24 * 3600)
+        for entry in WANTED:
+            assert entry in w.net.addresses, entry
+        assert (4, "192.0.2.1", BRIDGE) in w.net.routes and (6, "2001:db8:1::1", BRIDGE) in w.net.routes
+        assert w.xapi.pbd_attached[SR]
+        assert FOREIGN in w.net.addresses
+
+
+AgentInAHostileWorld.TestCase.settings = settings(
+    stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+TestAgentInAHostileWorld = AgentInAHostileWorld.TestCase
