@@ -9,18 +9,21 @@ turned into TimerFired events by the loop. Effects go through the ports only.
 import logging
 import queue
 import random
+import time
 
 from agent import events as ev
 from agent import guards
 from agent import machine as m
 from agent.facts import Facts
 from agent.timers import Retries, Timers
+from agent.world import PublishState, RaiseMessage
 
 import states
 
 log = logging.getLogger("sspn-agent")
 logging.getLogger("transitions").setLevel(logging.WARNING)  # one INFO line per transition is ours
 
+MESSAGE_INTERVAL = 3600.0  # at most one DEGRADED alert per hour in XAPI (Xen Orchestra, XCP-ng Center)
 MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
 TRANSITIONS_KEPT = 50   # in the status file
 
@@ -75,6 +78,7 @@ class Agent(object):
         self.history = []
         self.counts = {}
         self._effects = None
+        self._last_message = None
         self.reload_config = None  # set by the service: returns a new Config or None
         self._model = _Model(self)
         m.build_machine(self._model)
@@ -104,6 +108,8 @@ class Agent(object):
             self._reload(event)
             return
         self.facts.apply(event)
+        if isinstance(event, ev.XapiConnected):
+            self.publish()
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
             self.reread_kernel()
         trigger = self._drift()
@@ -169,10 +175,39 @@ class Agent(object):
         finally:
             self._effects = None
         record["reasons"] = sorted(self.reasons)
+        self.publish()
+        if self.state == "DEGRADED":
+            self.alert()
         self.history.append(record)
         del self.history[:-TRANSITIONS_KEPT]
         self.report.transition(record)
         return nxt
+
+    # --- visible through XAPI ------------------------------------------------------------------
+
+    def publish(self):
+        """Put state, since and reason in this host's other_config (xe host-param-get, XO)."""
+        host = self.facts.host
+        if host is None or not self.facts.xapi_up:
+            return
+        reason = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
+        self.request(PublishState(host.ref, {
+            "sspn-agent-state": self.state,
+            "sspn-agent-since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+            "sspn-agent-reason": reason[:500]}))
+
+    def alert(self):
+        """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL."""
+        host = self.facts.host
+        now = self.clock.monotonic()
+        if host is None or not self.facts.xapi_up:
+            return
+        if self._last_message is not None and now - self._last_message < MESSAGE_INTERVAL:
+            return
+        self._last_message = now
+        body = "sspn-agent is DEGRADED on %s: %s. Run `agent status` on the host." % (
+            host.name_label or host.uuid, "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items())))
+        self.request(RaiseMessage("SSPN_AGENT_DEGRADED", body, priority=2, host_uuid=host.uuid))
 
     # --- what states call --------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The machine's behaviour in whole scenarios, on the in-memory world (unit tier)."""
 
 from agent import events as ev
-from agent.world import EnableHost, PlugPbd, StartVm
+from agent.world import EnableHost, PlugPbd, PublishState, RaiseMessage, StartVm
 from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
 
 
@@ -193,10 +193,12 @@ def test_toolstack_restart_in_healthy_changes_nothing():
     """A toolstack restart (XapiLost then a resync) leaves HEALTHY and repeats no effect."""
     w = MemWorld()
     w.settle_until("HEALTHY")
-    calls, n = len(w.xapi.calls), len(w.report.transitions)
+    def effects():
+        return [c for c in w.xapi.calls if not isinstance(c[0], PublishState)]
+    calls, n = len(effects()), len(w.report.transitions)
     w.xapi.restart()
     w.settle_until("HEALTHY")
-    assert len(w.xapi.calls) == calls and len(w.report.transitions) == n
+    assert len(effects()) == calls and len(w.report.transitions) == n
 
 
 def test_kernel_resync_after_overflow_repairs_what_was_lost_silently():
@@ -209,3 +211,25 @@ def test_kernel_resync_after_overflow_repairs_what_was_lost_silently():
     w.agent.post(ev.KernelResynced(w.net.read_view()))
     w.settle_until("HEALTHY")
     assert (BRIDGE, "2001:db8:1::2/64") in w.net.addresses
+
+
+def test_state_is_published_in_host_other_config():
+    """Every transition writes sspn-agent-state/-since/-reason into the host's other_config."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    published = [c[0] for c in w.xapi.calls if isinstance(c[0], PublishState)]
+    assert dict(published[-1].values)["sspn-agent-state"] == "HEALTHY"
+    assert set(dict(published[-1].values)) == {"sspn-agent-state", "sspn-agent-since", "sspn-agent-reason"}
+
+
+def test_degraded_raises_one_rate_limited_xapi_message():
+    """Entering DEGRADED twice within the hour raises a single XAPI message naming the reason."""
+    w = MemWorld()
+    w.xapi.plug_failures[SR] = 100
+    w.settle(max_time=60)
+    assert w.agent.state == "DEGRADED"
+    w.xapi.set_pbd(SR, False)
+    w.net.remove_address(BRIDGE, "192.0.2.2/24")  # leaves DEGRADED, comes back
+    w.settle(max_time=60)
+    messages = [c[0] for c in w.xapi.calls if isinstance(c[0], RaiseMessage)]
+    assert len(messages) == 1 and "sr:" + SR in messages[0].body
