@@ -1,0 +1,1 @@
+"""The lab: an XAPI simulator and scenarios for rehearsing the agent without XCP-ng."""
