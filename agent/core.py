@@ -281,6 +281,24 @@ class Agent(object):
         left = max(0.0, deadline - self.clock.monotonic())
         return left if ceiling is None else min(left, ceiling)
 
+    def _coalesce(self, event):
+        """Fold queued full kernel views into the newest one (a netlink burst is decided once).
+
+        Returns the event to handle now; a non-kernel event met on the way is handled first
+        in order, so nothing is reordered or lost.
+        """
+        while isinstance(event, ev.KernelChanged):
+            try:
+                newer = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(newer, ev.KernelChanged):
+                event = event.merge(newer)
+            else:
+                self.handle(event)
+                event = newer
+        return event
+
     def run_pending(self, limit=100000):
         """Handle every queued event (and due timer) without blocking; return how many."""
         handled = 0
@@ -290,7 +308,7 @@ class Agent(object):
                 event = self.queue.get_nowait()
             except queue.Empty:
                 return handled
-            self.handle(event)
+            self.handle(self._coalesce(event))
             handled += 1
         return handled
 
@@ -309,7 +327,7 @@ class Agent(object):
             except queue.Empty:
                 event = None
             if event is not None:
-                self.handle(event)
+                self.handle(self._coalesce(event))
             if after:
                 after(self.queue.empty())
 

@@ -104,6 +104,32 @@ class KernelResynced(Event):
     view = attr.ib()  # a KernelView
 
 
+@_kind("kernel_changed")
+@attr.s(frozen=True, slots=True)
+class KernelChanged(Event):
+    """The netlink watcher re-read the kernel after a batch of notifications.
+
+    ``view`` is the full KernelView (the truth the facts take over: an add and a delete
+    inside one batch cancel out in any diff, yet the agent may believe the first); ``changes``
+    the typed deltas against the watcher's previous read (LinkAppeared, AddressRemoved, ...),
+    for the trace.
+    """
+
+    view = attr.ib()
+    changes = attr.ib(default=(), converter=tuple)
+
+    def describe(self):
+        if not self.changes:
+            return "kernel_changed (re-read, no visible delta)"
+        text = "; ".join(c.describe() for c in self.changes[:6])
+        more = len(self.changes) - 6
+        return "kernel_changed: " + text + (" (+%d more)" % more if more > 0 else "")
+
+    def merge(self, newer):
+        """The newer view with both sets of changes (bounded): coalescing a burst."""
+        return KernelChanged(newer.view, (self.changes + newer.changes)[-64:])
+
+
 @_kind("link_appeared")
 @attr.s(frozen=True, slots=True)
 class LinkAppeared(Event):

@@ -72,6 +72,9 @@ class Facts(object):
     def _on_kernel_resynced(self, e):
         self.set_kernel(e.view)
 
+    def _on_kernel_changed(self, e):
+        self.set_kernel(e.view)
+
     def _on_link_appeared(self, e):
         self.links.add(e.ifname)
 
@@ -130,5 +133,5 @@ def mirror_of(interface):
     return ipaddress.ip_interface("%s/%d" % (iface.ip, iface.max_prefixlen))
 
 
-KERNEL_EVENTS = (ev.KernelResynced, ev.LinkAppeared, ev.LinkGone, ev.AddressAdded,
+KERNEL_EVENTS = (ev.KernelResynced, ev.KernelChanged, ev.LinkAppeared, ev.LinkGone, ev.AddressAdded,
                  ev.AddressRemoved, ev.RouteAdded, ev.RouteRemoved)

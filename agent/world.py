@@ -100,6 +100,23 @@ class KernelView(object):
     routes = attr.ib(default=frozenset(), converter=frozenset)
 
 
+def diff_views(before, after):
+    """Typed delta events from one KernelView to the next.
+
+    Order matters to the machine: a vanished link first (uplink_lost is the earliest drift),
+    then removed addresses (the kernel drops a v4 default route with its address, so the
+    address is the cause), then removed routes, then what appeared.
+    """
+    from agent import events as ev
+    out = [ev.LinkGone(n) for n in sorted(before.links - after.links)]
+    out += [ev.AddressRemoved(i, a) for i, a in sorted(before.addresses - after.addresses)]
+    out += [ev.RouteRemoved(f, g, i) for f, g, i in sorted(before.routes - after.routes)]
+    out += [ev.LinkAppeared(n) for n in sorted(after.links - before.links)]
+    out += [ev.AddressAdded(i, a) for i, a in sorted(after.addresses - before.addresses)]
+    out += [ev.RouteAdded(f, g, i) for f, g, i in sorted(after.routes - before.routes)]
+    return out
+
+
 # --- actions the machine asks the XAPI worker to carry out -----------------------------------
 
 @attr.s(frozen=True, slots=True)

@@ -233,3 +233,28 @@ def test_degraded_raises_one_rate_limited_xapi_message():
     w.settle(max_time=60)
     messages = [c[0] for c in w.xapi.calls if isinstance(c[0], RaiseMessage)]
     assert len(messages) == 1 and "sr:" + SR in messages[0].body
+
+
+def test_a_removal_without_any_delta_is_still_repaired_at_once():
+    """The watcher's full view is the truth: a route gone inside one batch (no delta) is
+    restored on that view, not on the slow reconcile timer."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.post = lambda e: None
+    w.net.remove_route(6, "2001:db8:1::1", BRIDGE)
+    w.net.post = w.agent.post
+    w.agent.post(ev.KernelChanged(w.net.read_view(), ()))
+    w.agent.run_pending()  # no timer may fire: the repair happens on the event itself
+    assert (6, "2001:db8:1::1", BRIDGE) in w.net.routes and w.agent.state == "HEALTHY"
+
+
+def test_a_burst_of_kernel_views_is_decided_once():
+    """Queued full views are coalesced: 1,000 changes lead to one decision on the newest view."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    n = len(w.report.transitions)
+    view = w.net.read_view()
+    for _ in range(1000):
+        w.agent.post(ev.KernelChanged(view, ()))
+    assert w.agent.run_pending() == 1
+    assert len(w.report.transitions) == n

@@ -13,7 +13,7 @@ import attr
 
 from agent import events as ev
 from agent.ports import Clock, Net, NetError, Prober, Report, Xapi
-from agent.world import (BindingView, HostView, KernelView, PbdView, VmView, XapiWorld)
+from agent.world import BindingView, HostView, KernelView, PbdView, VmView, XapiWorld, diff_views
 
 
 class ManualClock(Clock):
@@ -134,22 +134,13 @@ class MemoryNet(Net):
             raise NetError("%s: Operation not permitted" % what, 1)
 
     def _change(self, mutate):
+        """Apply a change and post what the real watcher posts: the full view with its deltas."""
         before = self.read_view()
         mutate()
-        for event in diff_views(before, self.read_view()):
-            self.post(event)
-
-
-def diff_views(before, after):
-    """Watcher-style delta events between two KernelViews."""
-    out = []
-    out += [ev.LinkAppeared(n) for n in sorted(after.links - before.links)]
-    out += [ev.AddressRemoved(i, a) for i, a in sorted(before.addresses - after.addresses)]
-    out += [ev.RouteRemoved(f, g, i) for f, g, i in sorted(before.routes - after.routes)]
-    out += [ev.LinkGone(n) for n in sorted(before.links - after.links)]
-    out += [ev.AddressAdded(i, a) for i, a in sorted(after.addresses - before.addresses)]
-    out += [ev.RouteAdded(f, g, i) for f, g, i in sorted(after.routes - before.routes)]
-    return out
+        after = self.read_view()
+        changes = diff_views(before, after)
+        if changes:
+            self.post(ev.KernelChanged(after, changes))
 
 
 @attr.s
