@@ -1,0 +1,140 @@
+"""The NetWatcher port on netlink: a thread that turns RTNL multicast into KernelResynced and delta events.
+
+Events are hints, the kernel is the truth (DESIGN.md §3): the kernel drops a v4 default route
+silently when its address or link goes (libraries.md §2.4), so every batch of notifications
+triggers a full re-read, and the posted events are the difference between the previous and the
+new view. A burst is drained first and then costs one re-read and one diff.
+
+Order matters: subscribe first, then dump, so nothing falls between the two (STYLE.md #9).
+After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
+again, re-reads and posts a new KernelResynced. The thread sleeps in select() on the netlink
+socket and a wake-up pipe: idle costs nothing, and stop() wakes it at once.
+"""
+
+import logging
+import os
+import select
+import threading
+
+from agent.adapters import rtnl
+from agent.adapters.net import PyrouteNet
+from agent.events import (AddressAdded, AddressRemoved, KernelResynced, LinkAppeared, LinkGone,
+                          RouteAdded, RouteRemoved)
+from agent.ports import NetWatcher
+
+log = logging.getLogger(__name__)
+
+DRAIN_LIMIT = 256         # datagrams read before a re-read, so a never-ending storm still gets views
+RETRY_BASE = 0.05         # seconds before the 2nd consecutive reopen; the 1st (ENOBUFS) is immediate
+RETRY_CAP = 5.0
+STOP_TIMEOUT = 5.0        # bounded join: a netlink dump in flight finishes in milliseconds
+
+
+def diff_views(old, new):
+    """The delta events that turn KernelView ``old`` into ``new``: removals first, then additions.
+
+    Removals go innermost first (routes, addresses, links) and additions outermost first
+    (links, addresses, routes), the order in which the kernel itself would report them.
+    """
+    events = []
+    events.extend(RouteRemoved(*r) for r in sorted(old.routes - new.routes))
+    events.extend(AddressRemoved(*a) for a in sorted(old.addresses - new.addresses))
+    events.extend(LinkGone(name) for name in sorted(old.links - new.links))
+    events.extend(LinkAppeared(name) for name in sorted(new.links - old.links))
+    events.extend(AddressAdded(*a) for a in sorted(new.addresses - old.addresses))
+    events.extend(RouteAdded(*r) for r in sorted(new.routes - old.routes))
+    return events
+
+
+class _Stopping(Exception):
+    """Raised inside the thread when stop() was asked for."""
+
+
+class NetlinkWatcher(NetWatcher):
+    """Watches links, addresses and default routes in the current (or a named) network namespace."""
+
+    def __init__(self, netns=None, rcvbuf=None, name="netlink-watcher"):
+        self._netns = netns
+        self._rcvbuf = rcvbuf
+        self._name = name
+        self._thread = None
+        self._wake_r = self._wake_w = None
+        self._stopping = threading.Event()
+        self.resyncs = 0  # how many KernelResynced were posted (1 + overflows/reopens)
+
+    def start(self, post):
+        """Start the thread; it subscribes, posts KernelResynced, then posts deltas through ``post``."""
+        if self._thread is not None:
+            raise RuntimeError("NetlinkWatcher.start() called twice")
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, args=(post,), name=self._name)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self):
+        """Wake the thread, wait for it (bounded) and release its socket and pipe."""
+        thread = self._thread
+        if thread is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        thread.join(STOP_TIMEOUT)
+        if thread.is_alive():
+            # Leave the pipe open rather than risk the thread using a recycled fd number.
+            log.error("netlink watcher did not stop within %.0f s, leaving it behind", STOP_TIMEOUT)
+            return
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = None
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _run(self, post):
+        failures = 0
+        while not self._stopping.is_set():
+            monitor = reader = None
+            try:
+                # Created, bound and read in this one thread (libraries.md §2.6).
+                monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
+                reader = PyrouteNet(self._netns)
+                view = reader.read_view()
+                self.resyncs += 1
+                post(KernelResynced(view))
+                failures = 0
+                self._follow(post, monitor, reader, view)
+            except _Stopping:
+                break
+            except Exception as exc:
+                failures += 1
+                if rtnl.is_overflow(exc):
+                    log.warning("netlink receive buffer overflowed (ENOBUFS): events were lost, "
+                                "re-reading links, addresses and routes")
+                else:
+                    log.warning("netlink watcher failed (%s), reopening and re-reading", exc,
+                                exc_info=log.isEnabledFor(logging.DEBUG))
+            finally:
+                if monitor is not None:
+                    monitor.close()
+                if reader is not None:
+                    reader.close()
+            if failures > 1 and self._wait_woken(min(RETRY_CAP, RETRY_BASE * 2 ** (failures - 2))):
+                break
+        log.debug("netlink watcher stopped")
+
+    def _follow(self, post, monitor, reader, view):
+        """Wait for notifications; after each drained batch re-read and post the differences."""
+        while True:
+            readable, _, _ = select.select([monitor, self._wake_r], [], [])
+            if self._wake_r in readable or self._stopping.is_set():
+                raise _Stopping()
+            if not monitor.drain(DRAIN_LIMIT):
+                continue
+            new = reader.read_view()
+            for event in diff_views(view, new):
+                post(event)
+            view = new
+
+    def _wait_woken(self, seconds):
+        """Back off before reopening; True when stop() woke us meanwhile."""
+        readable, _, _ = select.select([self._wake_r], [], [], seconds)
+        return bool(readable) or self._stopping.is_set()
