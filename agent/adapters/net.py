@@ -18,6 +18,9 @@ from agent.ports import Net, NetError
 from agent.world import KernelView
 
 
+IFF_UP = 0x1  # linux/if.h
+
+
 def _family(ip):
     return socket.AF_INET if ip.version == 4 else socket.AF_INET6
 
@@ -205,11 +208,16 @@ def view_from_dumps(links, addrs, routes_by_family):
     """Build a KernelView from pyroute2 link, address and (family, route messages) dumps.
 
     Addresses are ipaddress-normalised "addr/prefix" text; a default route without a gateway
-    (a device route) has gateway "".
+    (a device route) has gateway "". Only administratively up links count as present: a
+    route cannot be added through a down link (ENETUNREACH), link down drops the v4 routes
+    and v6 addresses, and link up brings back only prefix routes (libraries.md §2.4) -- so
+    a down bridge is an absent uplink, and its coming up is what starts binding.
     """
-    names = {}
+    names, up = {}, set()
     for msg in links:
         names[msg["index"]] = msg.get_attr("IFLA_IFNAME")
+        if msg["flags"] & IFF_UP:
+            up.add(names[msg["index"]])
     addresses = set()
     for msg in addrs:
         name = names.get(msg["index"])
@@ -224,4 +232,4 @@ def view_from_dumps(links, addrs, routes_by_family):
                 name = names.get(oif)
                 if name is not None:
                     routes.add((version, str(ipaddress.ip_address(gw)) if gw else "", name))
-    return KernelView(links=set(names.values()), addresses=addresses, routes=routes)
+    return KernelView(links=up, addresses=addresses, routes=routes)

@@ -1,9 +1,9 @@
-"""The NetWatcher port on netlink: a thread that turns RTNL multicast into KernelResynced and delta events.
+"""The NetWatcher port on netlink: a thread that turns RTNL multicast into full kernel views.
 
 Events are hints, the kernel is the truth (DESIGN.md §3): the kernel drops a v4 default route
 silently when its address or link goes (libraries.md §2.4), so every batch of notifications
-triggers a full re-read, and the posted events are the difference between the previous and the
-new view. A burst is drained first and then costs one re-read and one diff.
+triggers a full re-read, posted as KernelChanged(view, deltas against the previous read). A
+burst is drained first and then costs one re-read; the agent coalesces queued views too.
 
 Order matters: subscribe first, then dump, so nothing falls between the two (STYLE.md #9).
 After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
@@ -18,9 +18,9 @@ import threading
 
 from agent.adapters import rtnl
 from agent.adapters.net import PyrouteNet
-from agent.events import (AddressAdded, AddressRemoved, KernelResynced, LinkAppeared, LinkGone,
-                          RouteAdded, RouteRemoved)
+from agent.events import KernelChanged, KernelResynced
 from agent.ports import NetWatcher
+from agent.world import diff_views
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +28,6 @@ DRAIN_LIMIT = 256         # datagrams read before a re-read, so a never-ending s
 RETRY_BASE = 0.05         # seconds before the 2nd consecutive reopen; the 1st (ENOBUFS) is immediate
 RETRY_CAP = 5.0
 STOP_TIMEOUT = 5.0        # bounded join: a netlink dump in flight finishes in milliseconds
-
-
-def diff_views(old, new):
-    """The delta events that turn KernelView ``old`` into ``new``: removals first, then additions.
-
-    Removals go innermost first (routes, addresses, links) and additions outermost first
-    (links, addresses, routes), the order in which the kernel itself would report them.
-    """
-    events = []
-    events.extend(RouteRemoved(*r) for r in sorted(old.routes - new.routes))
-    events.extend(AddressRemoved(*a) for a in sorted(old.addresses - new.addresses))
-    events.extend(LinkGone(name) for name in sorted(old.links - new.links))
-    events.extend(LinkAppeared(name) for name in sorted(new.links - old.links))
-    events.extend(AddressAdded(*a) for a in sorted(new.addresses - old.addresses))
-    events.extend(RouteAdded(*r) for r in sorted(new.routes - old.routes))
-    return events
 
 
 class _Stopping(Exception):
@@ -130,8 +114,9 @@ class NetlinkWatcher(NetWatcher):
             if not monitor.drain(DRAIN_LIMIT):
                 continue
             new = reader.read_view()
-            for event in diff_views(view, new):
-                post(event)
+            # The full view, even with no delta: an add and a delete inside one batch cancel
+            # out here, yet the agent may believe the add (measured: bench/kernel_latency.py).
+            post(KernelChanged(new, diff_views(view, new)))
             view = new
 
     def _wait_woken(self, seconds):

@@ -10,7 +10,7 @@ import pytest
 
 from agent.adapters.net import PyrouteNet
 from agent.adapters.netwatch import NetlinkWatcher
-from agent.events import (AddressAdded, AddressRemoved, KernelResynced, LinkAppeared, LinkGone,
+from agent.events import (AddressAdded, AddressRemoved, KernelChanged, KernelResynced, LinkAppeared, LinkGone,
                           RouteAdded, RouteRemoved)
 from agent.world import KernelView
 from tests.waiting import wait_until
@@ -62,7 +62,10 @@ class Recorder(object):
 
     def __call__(self, event):
         with self.lock:
-            self.events.append(event)
+            if isinstance(event, KernelChanged):
+                self.events.extend(event.changes)  # the typed deltas, as the trace shows them
+            else:
+                self.events.append(event)
         self.threads.add(threading.current_thread().name)
         self.tids.add(_gettid())
         gate = self.gate

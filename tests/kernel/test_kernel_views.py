@@ -3,10 +3,9 @@
 import subprocess
 import sys
 
-from agent.adapters.netwatch import diff_views
 from agent.events import (AddressAdded, AddressRemoved, LinkAppeared, LinkGone, RouteAdded,
                           RouteRemoved)
-from agent.world import KernelView
+from agent.world import KernelView, diff_views
 
 
 def test_diff_of_equal_views_is_empty():
@@ -16,8 +15,9 @@ def test_diff_of_equal_views_is_empty():
     assert diff_views(view, KernelView(view.links, view.addresses, view.routes)) == []
 
 
-def test_diff_orders_removals_inside_out_then_additions_outside_in():
-    """Removals come route, address, link; additions link, address, route, each sorted."""
+def test_diff_orders_the_cause_first():
+    """A gone link first (the earliest drift), then addresses (a v4 default route dies with its
+    address), then routes; additions link, address, route; each sorted."""
     old = KernelView(links={"lo", "xapi0"},
                      addresses={("xapi0", "192.0.2.2/24")},
                      routes={(4, "192.0.2.1", "xapi0")})
@@ -25,9 +25,9 @@ def test_diff_orders_removals_inside_out_then_additions_outside_in():
                      addresses={("xapi1", "192.0.2.2/24")},
                      routes={(6, "fe80::1", "xapi1")})
     assert diff_views(old, new) == [
-        RouteRemoved(4, "192.0.2.1", "xapi0"),
-        AddressRemoved("xapi0", "192.0.2.2/24"),
         LinkGone("xapi0"),
+        AddressRemoved("xapi0", "192.0.2.2/24"),
+        RouteRemoved(4, "192.0.2.1", "xapi0"),
         LinkAppeared("xapi1"),
         AddressAdded("xapi1", "192.0.2.2/24"),
         RouteAdded(6, "fe80::1", "xapi1"),
