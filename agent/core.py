@@ -79,6 +79,7 @@ class Agent(object):
         self.counts = {}
         self._effects = None
         self._last_message = None
+        self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
         self._model = _Model(self)
         m.build_machine(self._model)
@@ -109,7 +110,7 @@ class Agent(object):
             return
         self.facts.apply(event)
         if isinstance(event, ev.XapiConnected):
-            self.publish()
+            self._publish_due = True
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
             self.reread_kernel()
         trigger = self._drift()
@@ -175,7 +176,7 @@ class Agent(object):
         finally:
             self._effects = None
         record["reasons"] = sorted(self.reasons)
-        self.publish()
+        self._publish_due = True
         if self.state == "DEGRADED":
             self.alert()
         self.history.append(record)
@@ -185,11 +186,17 @@ class Agent(object):
 
     # --- visible through XAPI ------------------------------------------------------------------
 
+    def idle(self):
+        """The queue is drained: publish the state to XAPI once for the whole burst."""
+        if self._publish_due:
+            self.publish()
+
     def publish(self):
         """Put state, since and reason in this host's other_config (xe host-param-get, XO)."""
         host = self.facts.host
         if host is None or not self.facts.xapi_up:
             return
+        self._publish_due = False
         reason = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
         self.request(PublishState(host.ref, {
             "sspn-agent-state": self.state,
@@ -257,6 +264,12 @@ class Agent(object):
         """Drop every DEGRADED reason (the failed step made progress)."""
         self.reasons.clear()
 
+    def link_exists(self, ifname):
+        """From the kernel facts once the watcher has read them, else by asking the kernel."""
+        if self.facts.kernel_seen:
+            return ifname in self.facts.links
+        return self.net.link_exists(ifname)
+
     def reread_kernel(self):
         """Replace the kernel facts with a fresh read (events can be lost or silent)."""
         try:
@@ -307,7 +320,10 @@ class Agent(object):
             try:
                 event = self.queue.get_nowait()
             except queue.Empty:
-                return handled
+                self.idle()
+                if self.queue.empty():
+                    return handled
+                continue
             self.handle(self._coalesce(event))
             handled += 1
         return handled
@@ -328,6 +344,8 @@ class Agent(object):
                 event = None
             if event is not None:
                 self.handle(self._coalesce(event))
+            if self.queue.empty():
+                self.idle()
             if after:
                 after(self.queue.empty())
 

@@ -19,9 +19,11 @@ PROBE_KEY = "gateway"
 
 
 def ensure_routes(ctx):
-    """Ensure every wanted default route; return the failures as text."""
+    """Ensure every wanted default route the kernel view lacks; return the failures as text."""
     failures = []
     for family, gateway, bridge in desired.wanted_routes(ctx.config, ctx.facts):
+        if ctx.facts.kernel_seen and (family, str(gateway), bridge) in ctx.facts.routes:
+            continue
         try:
             result = ctx.net.ensure_default_route(gateway, bridge)
         except NetError as e:

@@ -1,0 +1,275 @@
+"""Bench: kernel repair latency, the agent against the same work done by `ip` subprocesses.
+
+Method. A throwaway topology (agent.lab.netns: dom0, fw, lan namespaces) and the XAPI
+simulator; the firewall VM's start hook creates bridge xapiN + vif<domid>.0 in dom0, its stop
+destroys them. An independent listener (pyroute2 IPRoute bound to RTM groups in dom0, its own
+thread, not the agent's code) stamps every RTM_* message with time.monotonic().
+
+  1. bridge appears -> addresses + default routes installed: reboot the firewall VM N times;
+     latency = last of {RTM_NEWADDR v4, v6 on the bridge, RTM_NEWROUTE default v4, v6}
+     minus the RTM_NEWLINK of the bridge.
+  2. address removed -> restored: `ip addr del` of the v4 address (the kernel drops the v4
+     default route with it) N times; latency = last of {NEWADDR, NEWROUTE v4} minus DELADDR.
+  3. route removed -> restored: `ip route del default` v6, N times; NEWROUTE minus DELROUTE.
+
+Each is run with the real agent (`agent run` as its own process in dom0: decision loop,
+PyrouteNet, NetlinkWatcher, the real XAPI adapter on the simulator's socket; ICMP probing
+off) and then, in the same run, with a reactor in the bench process that does the same work
+by forking `ip` (as vif-ip-binder did). Needs root.
+
+    python bench/kernel_latency.py [--runs 200] [--json]
+"""
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from agent import config as cfgmod  # noqa: E402
+from agent.lab.netns import Topology, sim_hook  # noqa: E402
+from agent.lab.xapi import Simulator  # noqa: E402
+
+V4, V6 = "192.0.2.2/24", "2001:db8:1::2/64"
+GW4, GW6 = "192.0.2.1", "2001:db8:1::1"
+
+CONFIG = """
+[xapi]
+socket = "%(socket)s"
+[[binding]]
+network = "sspn"
+vms = ["pfsense"]
+addresses = ["%(v4)s", "%(v6)s"]
+[route]
+gateway4 = "%(gw4)s"
+gateway6 = "%(gw6)s"
+probe = false
+[management]
+bridge = "xenbr0"
+[maintenance]
+autostart = false
+[files]
+status = "%(tmp)s/status.json"
+trace = "%(tmp)s/trace.jsonl"
+[timing]
+event_timeout = 5.0
+backoff_base = 0.05
+backoff_cap = 1.0
+"""
+
+
+class Listener(object):
+    """Independent RTM listener in a namespace: (monotonic, event, ifname, address or gateway)."""
+
+    def __init__(self, ns):
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
+                                           RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
+        self.groups = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE
+                       | RTMGRP_IPV6_ROUTE)
+        self.ns, self.IPRoute = ns, IPRoute
+        self.events = queue.Queue()
+        self.names = {}
+        self.ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self.ready.wait(5)
+
+    def _run(self):
+        ipr = self.IPRoute(netns=self.ns)
+        ipr.bind(groups=self.groups)
+        self.ready.set()
+        while True:
+            for msg in ipr.get():
+                now = time.monotonic()
+                kind = msg["event"]
+                index = msg.get("index") or msg.get("oif")
+                if kind in ("RTM_NEWLINK", "RTM_DELLINK"):
+                    self.names[index] = msg.get("ifname")
+                what = msg.get("address") if "ADDR" in kind else (
+                    "default%d" % (4 if msg["family"] == socket.AF_INET else 6)
+                    if "ROUTE" in kind and not msg.get("dst") else msg.get("dst"))
+                if "ADDR" in kind and what:
+                    what = "%s/%s" % (what, msg["prefixlen"])
+                self.events.put((now, kind, self.names.get(index, str(index)), what))
+
+    def wait_for(self, wanted, deadline=10.0):
+        """Consume events until every (kind, ifname or None, what) in ``wanted`` was seen;
+        return {item: time}. Items are matched in any order."""
+        seen, end = {}, time.monotonic() + deadline
+        while len(seen) < len(wanted):
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("not seen: %s" % [w for w in wanted if w not in seen])
+            try:
+                stamp, kind, ifname, what = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            for item in wanted:
+                k, i, w = item
+                if item not in seen and k == kind and (i is None or i == ifname) and (w is None or w == what):
+                    seen[item] = stamp
+        return seen
+
+    def drain(self):
+        while not self.events.empty():
+            self.events.get_nowait()
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
+
+
+def summary(values):
+    ms = [1000.0 * v for v in values]
+    return {"runs": len(ms), "p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms), 2)}
+
+
+class IpReactor(object):
+    """The same work by forking `ip`: re-add on RTM_NEWLINK / RTM_DELADDR / RTM_DELROUTE."""
+
+    def __init__(self, topo, bridge_of):
+        self.topo, self.bridge_of = topo, bridge_of
+        self.listener = Listener(topo.ns("dom0"))
+        self.stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def ip(self, *args):
+        subprocess.call(["ip", "-n", self.topo.ns("dom0")] + list(args),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def bind(self, bridge):
+        self.ip("addr", "add", V4, "dev", bridge)
+        self.ip("-6", "addr", "add", V6, "dev", bridge, "nodad")
+        self.ip("route", "replace", "default", "via", GW4, "dev", bridge)
+        self.ip("-6", "route", "replace", "default", "via", GW6, "dev", bridge)
+
+    def _run(self):
+        while not self.stop:
+            try:
+                _stamp, kind, ifname, _what = self.listener.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            bridge = self.bridge_of()
+            if ifname == bridge and kind in ("RTM_NEWLINK", "RTM_DELADDR", "RTM_DELROUTE"):
+                self.bind(bridge)
+
+
+def run_scenarios(topo, sim, listener, runs, label):
+    """The three measurements against whatever currently repairs dom0."""
+    bridge = current_bridge(sim)
+    out = {}
+    appear = []
+    for _ in range(runs):
+        sim.vm_stop("pfsense")
+        listener.wait_for([("RTM_DELLINK", bridge, None)])
+        listener.drain()
+        sim.vm_start("pfsense")
+        seen = listener.wait_for([("RTM_NEWLINK", bridge, None), ("RTM_NEWADDR", bridge, V4),
+                                  ("RTM_NEWADDR", bridge, V6), ("RTM_NEWROUTE", bridge, "default4"),
+                                  ("RTM_NEWROUTE", bridge, "default6")])
+        appear.append(max(seen.values()) - seen[("RTM_NEWLINK", bridge, None)])
+    out["bridge_appears_to_bound"] = summary(appear)
+    addr = []
+    for _ in range(runs):
+        listener.drain()
+        topo.ip("dom0", "addr", "del", V4, "dev", bridge)
+        seen = listener.wait_for([("RTM_DELADDR", bridge, V4), ("RTM_NEWADDR", bridge, V4),
+                                  ("RTM_NEWROUTE", bridge, "default4")])
+        addr.append(max(seen.values()) - seen[("RTM_DELADDR", bridge, V4)])
+    out["address_removed_to_restored"] = summary(addr)
+    route = []
+    for _ in range(runs):
+        listener.drain()
+        topo.ip("dom0", "-6", "route", "del", "default", "via", GW6, "dev", bridge)
+        seen = listener.wait_for([("RTM_DELROUTE", bridge, "default6"), ("RTM_NEWROUTE", bridge, "default6")])
+        route.append(seen[("RTM_NEWROUTE", bridge, "default6")] - seen[("RTM_DELROUTE", bridge, "default6")])
+    out["route_removed_to_restored"] = summary(route)
+    print("  %-5s bridge->bound p50 %.2f p99 %.2f | addr del->restored p50 %.2f p99 %.2f | "
+          "route del->restored p50 %.2f p99 %.2f (ms, %d runs each)" % (
+              label, out["bridge_appears_to_bound"]["p50_ms"], out["bridge_appears_to_bound"]["p99_ms"],
+              out["address_removed_to_restored"]["p50_ms"], out["address_removed_to_restored"]["p99_ms"],
+              out["route_removed_to_restored"]["p50_ms"], out["route_removed_to_restored"]["p99_ms"], runs),
+          file=sys.stderr)
+    return out
+
+
+def current_bridge(sim):
+    return sim.state()["networks"]["sspn"]["bridge"]
+
+
+def start_agent(topo, config_text, tmp, deadline=30.0):
+    """`agent run` as its own process inside dom0 (the service's code path); wait for HEALTHY."""
+    path = os.path.join(tmp, "agent.toml")
+    with open(path, "w") as f:
+        f.write(config_text)
+    log = open(os.path.join(tmp, "agent.log"), "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", topo.ns("dom0"), sys.executable, "-m", "agent", "run",
+                             "--config", path], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    status_path = os.path.join(tmp, "status.json")
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with open(status_path) as f:
+                if json.load(f).get("state") == "HEALTHY":
+                    return proc
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            raise RuntimeError("agent did not reach HEALTHY; see %s" % log.name)
+        time.sleep(0.02)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        sys.exit("kernel_latency needs root and iproute2 (network namespaces)")
+    tmp = tempfile.mkdtemp(prefix="sspnbench")
+    if "_" in tmp:  # XenAPI maps "_" in a socket path to "/" (xapi-facts §1.1)
+        os.rmdir(tmp)
+        tmp = tmp.replace("_", "x")
+        os.makedirs(tmp)
+    results = {"method": "independent pyroute2 listener in dom0; time.monotonic() stamps", "runs": args.runs}
+    try:
+        with Topology() as topo:
+            sim = Simulator(os.path.join(tmp, "xapi"))
+            sim.add_vm_power_hook(sim_hook(topo, vm_names=["pfsense"]))
+            sim.start()
+            sim.vm_start("pfsense")
+            config_text = CONFIG % {"socket": sim.socket_path, "v4": V4, "v6": V6, "gw4": GW4, "gw6": GW6,
+                                    "tmp": tmp}
+            cfgmod.parse_config(config_text)  # fail early, with the loader's message
+            listener = Listener(topo.ns("dom0"))
+            agent = start_agent(topo, config_text, tmp)
+            try:
+                print("kernel repair latency (bench/kernel_latency.py)", file=sys.stderr)
+                results["agent"] = run_scenarios(topo, sim, listener, args.runs, "agent")
+            finally:
+                agent.terminate()
+                agent.wait(10)
+            reactor = IpReactor(topo, lambda: current_bridge(sim))
+            results["ip_subprocess"] = run_scenarios(topo, sim, listener, args.runs, "ip")
+            reactor.stop = True
+            sim.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
