@@ -1,0 +1,337 @@
+"""The real Xapi port: a watcher thread follows event.from, a worker thread runs the actions.
+
+Each thread has its own XenAPI session (the client is not thread-safe, libraries.md §4.1) over
+a transport with a timeout on every call (agent/adapters/xapi_transport.py). The watcher
+connects with capped, jittered backoff, posting XapiLost once per failed attempt; after every
+(re)connect it reads the whole world the config names (agent/adapters/xapi_world.py) and posts
+XapiConnected, then long-polls ``event.from`` on object-scoped subscriptions and posts
+HostChanged / VmChanged / PbdChanged. Anything odd (a relogin after SESSION_INVALID, a garbage
+reply, a watched object deleted or renamed) leads to a full resync, never to a dead thread or a
+busy loop. The worker runs one action at a time and posts exactly one ActionDone per action.
+
+XenAPI is imported lazily by the transport module, so importing this module costs nothing.
+Python 3.6 compatible.
+"""
+
+import logging
+import queue
+import random
+import threading
+
+from agent.adapters.xapi_transport import (XapiConnection, describe_error, endpoint_of,
+                                           error_details, is_transport_error)
+from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, events_of,
+                                       list_autostart, read_world)
+from agent.events import ActionDone, XapiConnected, XapiLost
+from agent.ports import Xapi
+from agent.timers import Retry
+from agent import world as w
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_ACTIONS = (w.EnableHost, w.StartVm, w.PlugPbd, w.ListAutostart, w.PublishState, w.RaiseMessage)
+_UNLIMITED = 1 << 30
+
+# VM.start returns only after the VM runs *plus* its start_delay (xapi-facts §4.5), and booting
+# a firewall VM with passed-through NICs takes tens of seconds; PBD.plug of a dead NFS server
+# takes at least NFSSR's 5 s TCP probe (xapi-facts §5). Those two calls get this many call
+# timeouts (plus the start_delay) before they count as failed.
+SLOW_CALL_FACTOR = 6
+# stop() waits at most this long for each thread; both are daemon threads.
+JOIN_TIMEOUT = 3.0
+# Logout at stop is best effort and must not hold up the shutdown.
+LOGOUT_TIMEOUT = 1.0
+
+
+class XapiError(Exception):
+    """A one-shot XAPI read failed: the text says what; ``details`` is the ErrorDescription."""
+
+    def __init__(self, message, details=None):
+        Exception.__init__(self, message)
+        self.details = details
+
+
+def resolve_once(config, local_db_path=LOCAL_DB):
+    """Connect, read the XapiWorld the config names (the watcher's resync path), log out.
+
+    For ``agent check``. Raises XapiError (or ConfigError for an unreadable password file).
+    """
+    conn = XapiConnection(config.xapi, originator="sspn-agent-check")
+    try:
+        conn.login()
+        return read_world(conn, config, local_db_path).world
+    except Exception as exc:
+        if type(exc).__name__ == "ConfigError":
+            raise
+        raise XapiError("cannot read XAPI at %s: %s" % (conn.endpoint,
+                                                      describe_error(exc, conn.endpoint)),
+                        details=error_details(exc))
+    finally:
+        conn.logout(timeout=min(LOGOUT_TIMEOUT, conn.call_timeout))
+
+
+class XapiAdapter(Xapi):
+    """ports.Xapi over the real XenAPI client: one watcher thread and one action worker thread."""
+
+    def __init__(self, config, rng=None, local_db_path=LOCAL_DB):
+        self._config = config
+        self._rng = rng or random.Random()
+        self._local_db_path = local_db_path
+        self._endpoint = endpoint_of(config.xapi)
+        self._post = None
+        self._stopping = threading.Event()
+        self._actions = queue.Queue()
+        self._threads = []
+        self._conns = {}            # "watcher"/"worker" -> XapiConnection (for abort at stop)
+        self._conns_lock = threading.Lock()
+        self._lost = None           # the watcher's last error while XAPI is unreachable
+
+    # --- the port ---------------------------------------------------------------------------
+
+    def start(self, post):
+        """Start the watcher and the worker; events go to ``post``."""
+        self._post = post
+        for name, target in (("xapi-watcher", self._watch), ("xapi-worker", self._work)):
+            thread = threading.Thread(target=target, name=name)
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+
+    def request(self, action):
+        """Queue an action for the worker; exactly one ActionDone follows."""
+        self._actions.put(action)
+
+    def stop(self):
+        """Stop both threads promptly (interrupting a long poll or a slow call), log out."""
+        self._stopping.set()
+        self._actions.put(_STOP)
+        with self._conns_lock:
+            conns = list(self._conns.values())
+        for conn in conns:
+            conn.abort()
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT)
+            if thread.is_alive():
+                log.warning("%s did not stop within %.0f s, leaving it (daemon thread)",
+                            thread.name, JOIN_TIMEOUT)
+
+    @property
+    def running(self):
+        """True while the watcher or the worker thread is alive."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    # --- shared helpers ---------------------------------------------------------------------
+
+    def _connection(self, role):
+        """A new connection for ``role``, registered so stop() can abort it."""
+        conn = XapiConnection(self._config.xapi)
+        with self._conns_lock:
+            self._conns[role] = conn
+            if self._stopping.is_set():
+                conn.abort()
+        return conn
+
+    def _wait(self, seconds):
+        """Sleep until the backoff deadline or stop(); True when stopping."""
+        return self._stopping.wait(seconds)
+
+    def _emit(self, event):
+        if not self._stopping.is_set():
+            self._post(event)
+
+    # --- watcher ----------------------------------------------------------------------------
+
+    def _watch(self):
+        timing = self._config.timing
+        retry = Retry(timing.backoff_base, timing.backoff_cap, _UNLIMITED, self._rng)
+        conn = self._connection("watcher")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    watched = self._resync(conn, retry)
+                    if watched is not None:
+                        self._follow(conn, watched, retry)
+                except Exception:  # a bug in our own code: say so, never let the thread die
+                    log.exception("XAPI watcher failed unexpectedly, resyncing")
+                    self._wait(retry.failed("internal error"))
+        finally:
+            conn.logout(timeout=min(LOGOUT_TIMEOUT, conn.call_timeout))
+
+    def _resync(self, conn, retry):
+        """Log in if needed and read the whole world; on failure post XapiLost and back off."""
+        try:
+            conn.ensure_login()
+            watched = read_world(conn, self._config, self._local_db_path)
+            # A relogin during the read (SESSION_INVALID after a restart) is covered by this
+            # very read, whose last call is the event.from dump: do not resync again for it.
+            conn.relogged()
+        except Exception as exc:
+            if self._stopping.is_set():
+                return None
+            text = _error_text(exc, conn.endpoint)
+            self._lost = text
+            delay = retry.failed(text)
+            log.warning("XAPI unavailable (%s), retrying in %.1f s", text, delay)
+            self._emit(XapiLost(text))
+            self._wait(delay)
+            return None
+        if self._lost is not None:
+            log.info("XAPI reachable again at %s", conn.endpoint)
+        self._lost = None
+        self._emit(XapiConnected(watched.world))
+        return watched
+
+    def _follow(self, conn, watched, retry):
+        """Long-poll event.from until something calls for a resync (returns) or stop()."""
+        timing = self._config.timing
+        subs = watched.subscriptions()
+        healthy = False  # an event.from of this follow returned a valid result
+        while not self._stopping.is_set():
+            try:
+                result = conn.call("event.from", subs, watched.token, float(timing.event_timeout),
+                                   timeout=conn.call_timeout + float(timing.event_timeout))
+                if conn.relogged():
+                    # SESSION_INVALID (xapi restarted, session GC'd): the client logged in again
+                    # and re-issued the call; XAPI may have changed meanwhile (xapi-facts §3.6).
+                    raise ResyncNeeded("XAPI session was renewed")
+                events = events_of(result)
+                retry.succeeded()
+                healthy = True
+                for event in events:
+                    for out in watched.translate(conn, event):
+                        self._emit(out)
+                watched.token = result["token"]
+                if not events and watched.world.missing:
+                    watched = self._recheck_missing(conn, watched)
+                    subs = watched.subscriptions()
+            except ResyncNeeded as exc:
+                for out in exc.events:
+                    self._emit(out)
+                if isinstance(exc, GarbageReply):
+                    self._back_off(retry, "%s" % exc)
+                elif healthy:
+                    log.info("resyncing with XAPI: %s", exc)  # a real change: resync at once
+                else:
+                    # No good event.from since the last resync (e.g. a relogin on every call):
+                    # back off so that repeated resyncs never busy-loop.
+                    delay = retry.failed(str(exc))
+                    log.info("resyncing with XAPI in %.1f s: %s", delay, exc)
+                    self._wait(delay)
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                text = _error_text(exc, conn.endpoint)
+                if is_transport_error(exc):
+                    self._lost = text
+                    self._emit(XapiLost(text))
+                self._back_off(retry, text)
+                return
+
+    def _back_off(self, retry, text):
+        delay = retry.failed(text)
+        log.warning("XAPI event stream failed (%s), resyncing in %.1f s", text, delay)
+        self._wait(delay)
+
+    def _recheck_missing(self, conn, watched):
+        """While a label is unresolved, re-read once per event timeout; post a changed world."""
+        fresh = read_world(conn, self._config, self._local_db_path)
+        if fresh.world != watched.world:
+            log.info("XAPI world changed while labels were missing, now missing: %s",
+                     ", ".join(fresh.world.missing) or "nothing")
+            self._emit(XapiConnected(fresh.world))
+        return fresh
+
+    # --- worker -----------------------------------------------------------------------------
+
+    def _work(self):
+        conn = self._connection("worker")
+        try:
+            while True:
+                action = self._actions.get()
+                if action is _STOP:
+                    break
+                self._emit(self._run(conn, action))
+        finally:
+            conn.logout(timeout=min(LOGOUT_TIMEOUT, conn.call_timeout))
+            self._fail_queued(["agent stopping"])
+
+    def _run(self, conn, action):
+        """Run one action; always returns its ActionDone."""
+        if self._stopping.is_set():
+            return ActionDone(action, False, ["agent stopping"])
+        if not isinstance(action, _ACTIONS):
+            return ActionDone(action, False, ["unknown XAPI action %r" % (action,)])
+        lost = self._lost
+        if lost is not None:
+            # The watcher cannot reach XAPI: fail at once rather than hold actions (they are
+            # retried by the machine after the next XapiConnected).
+            return ActionDone(action, False, ["XAPI unreachable: %s" % lost])
+        try:
+            conn.ensure_login()
+            value = self._execute(conn, action)
+        except Exception as exc:
+            error = error_details(exc) or [_error_text(exc, conn.endpoint)]
+            log.debug("%s failed: %s", getattr(action, "kind", action), " ".join(error))
+            if is_transport_error(exc) and not self._stopping.is_set():
+                # Actions queued behind this one would meet the same dead connection.
+                self._fail_queued(error)
+            return ActionDone(action, False, error)
+        return ActionDone(action, True, (), value)
+
+    def _fail_queued(self, error):
+        """Answer every action already queued with ``error`` (keeps a queued stop marker)."""
+        pending = []
+        while True:
+            try:
+                pending.append(self._actions.get_nowait())
+            except queue.Empty:
+                break
+        for action in pending:
+            if action is _STOP:
+                self._actions.put(_STOP)
+            elif not self._stopping.is_set():
+                self._post(ActionDone(action, False, error))
+
+    def _execute(self, conn, action):
+        """The XAPI calls of one action; returns the ActionDone value."""
+        slow = conn.call_timeout * SLOW_CALL_FACTOR
+        if isinstance(action, w.EnableHost):
+            conn.call("host.enable", action.host_ref)
+            return None
+        if isinstance(action, w.StartVm):
+            delay = _int(conn.call("VM.get_start_delay", action.vm_ref))
+            conn.call("VM.start", action.vm_ref, False, False, timeout=slow + delay)
+            return None
+        if isinstance(action, w.PlugPbd):
+            conn.call("PBD.plug", action.pbd_ref, timeout=slow)
+            return None
+        if isinstance(action, w.ListAutostart):
+            return list_autostart(conn)
+        if isinstance(action, w.PublishState):
+            for key, value in action.values:
+                # remove first: add_to_other_config fails MAP_DUPLICATE_KEY on an existing key.
+                conn.call("host.remove_from_other_config", action.host_ref, key)
+                conn.call("host.add_to_other_config", action.host_ref, key, str(value))
+            return None
+        host_uuid = action.host_uuid  # RaiseMessage, the last of _ACTIONS
+        if not host_uuid:
+            host = conn.call("session.get_this_host", conn.session.handle)
+            host_uuid = conn.call("host.get_uuid", host)
+        return conn.call("message.create", action.name, int(action.priority), "Host",
+                         host_uuid, action.body)
+
+
+def _int(value):
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _error_text(exc, endpoint):
+    """Short text for XapiLost and the log; a ConfigError (password file) speaks for itself."""
+    if type(exc).__name__ == "ConfigError" or isinstance(exc, ResyncNeeded):
+        return str(exc)
+    return describe_error(exc, endpoint)
