@@ -111,6 +111,13 @@ def cmd_run(args):
     return Service(cfg).run()
 
 
+def cmd_lab(args):
+    """The rehearsal: a scenario on a simulated host, with a timeline and a summary."""
+    from agent.lab import runner
+    argv = ["--scenario", args.scenario] + (["--json"] if args.json else [])
+    return runner.main(argv)
+
+
 def cmd_lab_xapi(args):
     """Run the XAPI simulator alone, in the foreground."""
     from agent.lab.xapi import serve_forever
@@ -157,7 +164,11 @@ def build_parser():
     il.add_argument("file")
     il.set_defaults(func=cmd_config_import_legacy)
 
-    lab = sub.add_parser("lab", help="rehearse on the embedded XAPI simulator")
+    from agent.lab.runner import SCENARIOS
+    lab = sub.add_parser("lab", help="rehearse on a simulated host (XAPI simulator, namespaces, the real agent)")
+    lab.add_argument("--scenario", choices=SCENARIOS, default="cold-boot")
+    lab.add_argument("--json", action="store_true", help="timeline and summary as one JSON document")
+    lab.set_defaults(func=cmd_lab)
     labsub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
     lx = labsub.add_parser("xapi", help="run the XAPI simulator alone until interrupted")
     lx.add_argument("--socket", required=True, help="Unix socket path (no '_' in it)")

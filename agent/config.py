@@ -72,6 +72,8 @@ class XapiConfig(object):
     username = attr.ib(default="root")
     password_file = attr.ib(default="")
     call_timeout = attr.ib(default=10.0)
+    # xapi keeps "disabled with auto_enable=false" in its Localdb, not in the API (xapi-facts §4.2)
+    local_db = attr.ib(default="/var/lib/xcp/local.db")
 
     @property
     def is_local(self):
@@ -206,7 +208,7 @@ STR, NUM, INT, BOOL, STRS = "string", "number", "integer", "boolean", "list of s
 
 _SECTIONS = (  # (name, class, is array of tables, {key: kind}) in the order they are checked
     ("xapi", XapiConfig, False, {"url": STR, "socket": STR, "username": STR,
-                                 "password_file": STR, "call_timeout": NUM}),
+                                 "password_file": STR, "call_timeout": NUM, "local_db": STR}),
     ("binding", Binding, True, {"network": STR, "vms": STRS, "addresses": STRS}),
     ("route", RouteConfig, False, {"gateway4": STR, "gateway6": STR, "probe": BOOL}),
     ("management", ManagementConfig, False, {"bridge": STR, "inventory": STR, "mirror": BOOL}),
@@ -545,6 +547,7 @@ def _check_xapi(ck, raw):
                     "pre-authenticated for root and needs no password; remove password_file "
                     "(and shred the file)")
     ck.seconds(at + ("call_timeout",), raw["call_timeout"])
+    ck.absolute(at + ("local_db",), raw["local_db"], "/var/lib/xcp/local.db")
     return XapiConfig(**raw)
 
 

@@ -59,7 +59,7 @@ class Service(object):
         from agent.adapters.prober import IcmpProber
         from agent.adapters.xapi import XapiAdapter
         return {"net": PyrouteNet(), "watcher": NetlinkWatcher(), "prober": IcmpProber(post),
-                "xapi": XapiAdapter(self.config, rng=self.rng)}
+                "xapi": XapiAdapter(self.config, rng=self.rng, local_db_path=self.config.xapi.local_db)}
 
     def build(self):
         """Create the agent and its adapters (nothing starts yet)."""
@@ -103,7 +103,7 @@ class Service(object):
         if self._adapters and "xapi_factory" in self._adapters:
             return self._adapters["xapi_factory"](config)
         from agent.adapters.xapi import XapiAdapter
-        return XapiAdapter(config, rng=self.rng)
+        return XapiAdapter(config, rng=self.rng, local_db_path=config.xapi.local_db)
 
     def _signals(self):
         def stop(signum, _frame):

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,18 @@ class Topology(object):
         if batch is not None:
             return _run(["ip", "-n", self.ns(ns), "-batch", "-"], "\n".join(batch) + "\n", check)
         return _run(["ip", "-n", self.ns(ns)] + list(args), None, check)
+
+    def ping(self, ns, address, timeout=1.0):
+        """True when one ICMP echo from namespace ``ns`` to ``address`` is answered.
+
+        Uses icmplib (a dependency; iputils ping is often not installed) in this interpreter,
+        run inside the namespace with ``ip netns exec``.
+        """
+        code = ("import sys, icmplib\n"
+                "h = icmplib.ping(sys.argv[1], count=1, timeout=float(sys.argv[2]), privileged=True)\n"
+                "sys.exit(0 if h.is_alive else 1)\n")
+        argv = ["ip", "netns", "exec", self.ns(ns), sys.executable, "-c", code, address, str(timeout)]
+        return subprocess.call(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
 
     def links(self, ns):
         """{interface name: name of its master bridge or None} in namespace ``ns``."""

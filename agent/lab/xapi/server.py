@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import socketserver
+import sys
 import threading
 
 from .errors import Disconnect
@@ -109,7 +110,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _QuietErrors(object):
+    """A client hanging up mid-reply (a toolstack restart, a stopped agent) is normal here."""
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            return
+        socketserver.BaseServer.handle_error(self, request, client_address)
+
+
+class _UnixServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
     transport = "unix"
@@ -124,7 +134,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         socketserver.UnixStreamServer.server_bind(self)
 
 
-class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class _TcpServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
