@@ -19,7 +19,7 @@ def _label(row):
 def mermaid():
     """stateDiagram-v2 text for every state and row of the table."""
     lines = ["stateDiagram-v2", "  direction LR", "  [*] --> %s" % m.INITIAL]
-    for name, meaning in m.STATES:
+    for name in m.STATE_NAMES:
         lines.append('  state "%s" as %s' % (name, name))
     for row in m.rows():
         for source in row["source"]:

@@ -28,44 +28,16 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agent import config as cfgmod  # noqa: E402
-from agent.lab.netns import Topology, sim_hook  # noqa: E402
-from agent.lab.xapi import Simulator  # noqa: E402
+from agent.lab.harness import Host  # noqa: E402
 
 V4, V6 = "192.0.2.2/24", "2001:db8:1::2/64"
 GW4, GW6 = "192.0.2.1", "2001:db8:1::1"
-
-CONFIG = """
-[xapi]
-socket = "%(socket)s"
-[[binding]]
-network = "sspn"
-vms = ["pfsense"]
-addresses = ["%(v4)s", "%(v6)s"]
-[route]
-gateway4 = "%(gw4)s"
-gateway6 = "%(gw6)s"
-probe = false
-[management]
-bridge = "xenbr0"
-[maintenance]
-autostart = false
-[files]
-status = "%(tmp)s/status.json"
-trace = "%(tmp)s/trace.jsonl"
-[timing]
-event_timeout = 5.0
-backoff_base = 0.05
-backoff_cap = 1.0
-"""
-
 
 class Listener(object):
     """Independent RTM listener in a namespace: (monotonic, event, ifname, address or gateway)."""
@@ -190,6 +162,9 @@ def run_scenarios(topo, sim, listener, runs, label):
     out["address_removed_to_restored"] = summary(addr)
     route = []
     for _ in range(runs):
+        # the `ip` reactor can lose the v6 route on a bridge that came up late: put it back
+        topo.ip("dom0", "-6", "route", "replace", "default", "via", GW6, "dev", bridge)
+        time.sleep(0.05)  # let that change's notifications pass before measuring
         listener.drain()
         topo.ip("dom0", "-6", "route", "del", "default", "via", GW6, "dev", bridge)
         seen = listener.wait_for([("RTM_DELROUTE", bridge, "default6"), ("RTM_NEWROUTE", bridge, "default6")])
@@ -208,29 +183,6 @@ def current_bridge(sim):
     return sim.state()["networks"]["sspn"]["bridge"]
 
 
-def start_agent(topo, config_text, tmp, deadline=30.0):
-    """`agent run` as its own process inside dom0 (the service's code path); wait for HEALTHY."""
-    path = os.path.join(tmp, "agent.toml")
-    with open(path, "w") as f:
-        f.write(config_text)
-    log = open(os.path.join(tmp, "agent.log"), "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", topo.ns("dom0"), sys.executable, "-m", "agent", "run",
-                             "--config", path], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    status_path = os.path.join(tmp, "status.json")
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            with open(status_path) as f:
-                if json.load(f).get("state") == "HEALTHY":
-                    return proc
-        except (OSError, ValueError):
-            pass
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            raise RuntimeError("agent did not reach HEALTHY; see %s" % log.name)
-        time.sleep(0.02)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -238,35 +190,20 @@ def main():
     args = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("ip"):
         sys.exit("kernel_latency needs root and iproute2 (network namespaces)")
-    tmp = tempfile.mkdtemp(prefix="sspnbench")
-    if "_" in tmp:  # XenAPI maps "_" in a socket path to "/" (xapi-facts §1.1)
-        os.rmdir(tmp)
-        tmp = tmp.replace("_", "x")
-        os.makedirs(tmp)
     results = {"method": "independent pyroute2 listener in dom0; time.monotonic() stamps", "runs": args.runs}
-    try:
-        with Topology() as topo:
-            sim = Simulator(os.path.join(tmp, "xapi"))
-            sim.add_vm_power_hook(sim_hook(topo, vm_names=["pfsense"]))
-            sim.start()
-            sim.vm_start("pfsense")
-            config_text = CONFIG % {"socket": sim.socket_path, "v4": V4, "v6": V6, "gw4": GW4, "gw6": GW6,
-                                    "tmp": tmp}
-            cfgmod.parse_config(config_text)  # fail early, with the loader's message
-            listener = Listener(topo.ns("dom0"))
-            agent = start_agent(topo, config_text, tmp)
-            try:
-                print("kernel repair latency (bench/kernel_latency.py)", file=sys.stderr)
-                results["agent"] = run_scenarios(topo, sim, listener, args.runs, "agent")
-            finally:
-                agent.terminate()
-                agent.wait(10)
-            reactor = IpReactor(topo, lambda: current_bridge(sim))
-            results["ip_subprocess"] = run_scenarios(topo, sim, listener, args.runs, "ip")
-            reactor.stop = True
-            sim.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with Host(probe=False) as host:
+        topo, sim = host.topology, host.sim
+        listener = Listener(topo.ns("dom0"))
+        host.start_agent()
+        host.wait_state("WAITING_VM")
+        sim.vm_start("pfsense")
+        host.wait_state("HEALTHY")
+        print("kernel repair latency (bench/kernel_latency.py)", file=sys.stderr)
+        results["agent"] = run_scenarios(topo, sim, listener, args.runs, "agent")
+        host.stop_agent()
+        reactor = IpReactor(topo, lambda: current_bridge(sim))
+        results["ip_subprocess"] = run_scenarios(topo, sim, listener, args.runs, "ip")
+        reactor.stop = True
     if args.json:
         print(json.dumps(results, indent=1))
 

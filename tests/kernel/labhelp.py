@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 
 NETNS_REASON = "needs root and iproute2 `ip` to create network namespaces"
 
