@@ -73,6 +73,7 @@ class Agent(object):
         self.timers = Timers()
         self.retries = Retries(config.timing, self.rng)
         self.reasons = {}
+        self.probe_started = {}
         self.degraded_from = None
         self.since = clock.wall()
         self.history = []
@@ -249,8 +250,15 @@ class Agent(object):
         if key in self.facts.pending_probes:
             return False
         self.facts.pending_probes.add(key)
+        self.probe_started[key] = self.clock.monotonic()
         self.prober.probe(key, list(targets), self.config.timing.probe_timeout)
         return True
+
+    def next_probe_in(self, key):
+        """Seconds until the next round of ``key``: probe rounds start every probe_interval
+        (start to start), so a target that comes back is seen within one interval."""
+        started = self.probe_started.get(key, self.clock.monotonic())
+        return max(0.0, self.config.timing.probe_interval - (self.clock.monotonic() - started))
 
     def set_reason(self, key, text):
         """Add or update a DEGRADED reason."""

@@ -73,7 +73,7 @@ def work(ctx, event):
         else:
             retry.failed("no answer from %s" % ", ".join(targets))
             ctx.effect("probe gateway %s" % ", ".join(targets), "no answer", ok=False)
-            ctx.arm(PROBE_TIMER, ctx.config.timing.probe_interval)
+            ctx.arm(PROBE_TIMER, ctx.next_probe_in(PROBE_KEY))
             if retry.spent:
                 ctx.set_reason("gateway", "gateway %s silent for %d probes"
                                % (", ".join(targets), retry.failures))

@@ -38,7 +38,7 @@ def handle_event(ctx, event):
         else:
             ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
             ctx.retries[event.key].failed("storage target %s not answering" % targets)
-            ctx.arm("probe:" + event.key, ctx.config.timing.probe_interval)
+            ctx.arm("probe:" + event.key, ctx.next_probe_in(event.key))
     elif isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
         key = "sr:" + event.action.sr_uuid
         pbd = facts.pbds.get(event.action.sr_uuid)
