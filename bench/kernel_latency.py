@@ -33,7 +33,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from stats import summary  # noqa: E402
 from agent.lab.harness import Host  # noqa: E402
 
 V4, V6 = "192.0.2.2/24", "2001:db8:1::2/64"
@@ -96,15 +98,8 @@ class Listener(object):
             self.events.get_nowait()
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
 
 
-def summary(values):
-    ms = [1000.0 * v for v in values]
-    return {"runs": len(ms), "p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
-            "max_ms": round(max(ms), 2)}
 
 
 class IpReactor(object):

@@ -23,21 +23,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from stats import summary  # noqa: E402
 from agent.lab.harness import NFS_SERVER, Host  # noqa: E402
 
 SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
 
 
-def summary(values):
-    ms = [1000.0 * v for v in values]
-    return {"runs": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "max_ms": round(max(ms), 1)}
 
 
 def serial_prober(host, restored, answered, stop):
@@ -82,7 +77,7 @@ def main():
             prober.join(10)
             if answered[0] is not None:
                 serial_delays.append(answered[0] - start)
-    result = {"agent": summary(agent_delays), "serial_5s_prober": summary(serial_delays),
+    result = {"agent": summary(agent_delays, 1), "serial_5s_prober": summary(serial_delays, 1),
               "probe_interval_s": 0.5}
     if args.json:
         print(json.dumps(result, indent=1))

@@ -20,10 +20,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agent import config as cfgmod  # noqa: E402
 from agent import events as ev  # noqa: E402
 from agent.adapters.xapi import XapiAdapter  # noqa: E402
+from stats import summary  # noqa: E402
 from agent.lab.harness import private_dir  # noqa: E402
 from agent.lab.xapi import Simulator  # noqa: E402
 
@@ -39,9 +41,6 @@ event_timeout = 5.0
 """
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
 
 
 def measure(sim, events, runs):
@@ -55,9 +54,7 @@ def measure(sim, events, runs):
             if isinstance(event, ev.VmChanged) and event.vm.power_state == want:
                 delays.append(time.monotonic() - start)
                 break
-    ms = [1000 * d for d in delays]
-    return {"runs": runs, "p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
-            "max_ms": round(max(ms), 2)}
+    return summary(delays)
 
 
 def main():
