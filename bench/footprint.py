@@ -1,7 +1,8 @@
 """Bench: the agent's footprint -- idle in HEALTHY, and while 1,000 unrelated VMs churn.
 
 Method. The lab's simulated host (agent.lab.harness.Host: XAPI simulator, namespaces, the
-real `agent run` process in dom0, started with this interpreter). Once HEALTHY:
+real `agent run` process in dom0, started with this interpreter, default timings: event.from
+long-polls 30 s, backoff cap 60 s). Once HEALTHY:
   idle:  sample the agent process's /proc/PID/stat (utime+stime), /proc/PID/status
          (voluntary + involuntary context switches: every wake-up is one) and VmRSS at the
          start and the end of --idle seconds; report CPU seconds per hour, wake-ups per
@@ -79,7 +80,7 @@ def main():
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = {"python": sys.version.split()[0]}
-    with Host() as host:
+    with Host(fast=False) as host:  # the default timings, as on a host
         agent = host.start_agent()
         host.wait_state("WAITING_VM")
         host.sim.vm_start("pfsense")

@@ -3,7 +3,8 @@
 Drift is detected by the loop after every event (address lost -> BINDING, route lost ->
 ROUTED, PBD detached -> SR_PROBING, uplink gone -> WAITING_VM, host disabled -> MAINTENANCE).
 Netlink events are hints that can be lost (overflow, silent kernel drops), so a slow
-reconcile timer re-reads the kernel; it costs one dump per backoff_cap seconds when idle.
+reconcile timer re-reads the kernel once a minute: one dump, about 5 ms of CPU (measured
+with bench/footprint.py; every 2 s it cost 28 CPU-seconds an hour).
 """
 
 from agent import events as ev
@@ -11,6 +12,7 @@ from agent import events as ev
 NAME = "HEALTHY"
 WAITS_FOR = "nothing: watching for drift"
 RECONCILE = "reconcile"
+RECONCILE_INTERVAL = 60.0
 
 
 def work(ctx, event):
@@ -18,7 +20,7 @@ def work(ctx, event):
     if isinstance(event, ev.TimerFired) and event.name == RECONCILE:
         ctx.reread_kernel()
     if not ctx.timers.armed(RECONCILE):
-        ctx.arm(RECONCILE, ctx.config.timing.backoff_cap)
+        ctx.arm(RECONCILE, RECONCILE_INTERVAL)
     return None
 
 

@@ -47,17 +47,20 @@ uuid = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 enable_host = "when-locked-out"
 autostart = true
 
-[timing]
+{timing}
+[files]
+status = "{dir}/status.json"
+trace = "{dir}/trace.jsonl"
+"""
+
+
+FAST_TIMING = """[timing]
 event_timeout = 5.0
 probe_interval = 0.5
 probe_timeout = 0.3
 backoff_base = 0.2
 backoff_cap = 2.0
 retry_budget = 5
-
-[files]
-status = "{dir}/status.json"
-trace = "{dir}/trace.jsonl"
 """
 
 
@@ -74,9 +77,11 @@ def private_dir(prefix):
 class Host(object):
     """The simulated host of one rehearsal; a context manager that always cleans up."""
 
-    def __init__(self, probe=True, config_text=None):
+    def __init__(self, probe=True, config_text=None, fast=True):
+        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults."""
         self.dir = private_dir("sspnlab")
         self.probe = probe
+        self.fast = fast
         self.config_text = config_text
         self.topology = None
         self.sim = None
@@ -126,7 +131,7 @@ class Host(object):
         """The agent.toml of the run (or the operator's, with the lab's socket and files)."""
         text = self.config_text or CONFIG.format(socket=self.sim.socket_path, local_db=self.sim.local_db_path,
                                                  firewall=FIREWALL, probe=str(self.probe).lower(),
-                                                 dir=self.dir)
+                                                 dir=self.dir, timing=FAST_TIMING if self.fast else "")
         with open(self.config_path, "w") as f:
             f.write(text)
         return self.config_path
