@@ -124,6 +124,27 @@ def cmd_lab_xapi(args):
     return serve_forever(args.socket, port=args.port, scenario_path=args.scenario) or 0
 
 
+# Commands whose modules parse their own arguments: `agent NAME ARGS...` -> module.function(ARGS)
+PASSTHROUGH = {
+    "check": ("agent.check", "main_check", "preflight against the live XAPI and kernel"),
+    "bundle": ("agent.bundle", "main_bundle", "build the self-contained zipapp for an offline dom0"),
+    "install": ("agent.install", "main_install", "lay out the program, /etc/sspn-agent and the unit"),
+    "uninstall": ("agent.install", "main_uninstall", "remove the program and the unit, keep the config"),
+}
+
+
+def run_passthrough(name, rest):
+    """Hand the rest of the command line to the command's own parser (its --help included)."""
+    import importlib
+    module, function, _help = PASSTHROUGH[name]
+    return getattr(importlib.import_module(module), function)(rest)
+
+
+def cmd_passthrough(args):
+    """Reached only without extra arguments (main() dispatches these commands first)."""
+    return run_passthrough(args.command, args.rest)
+
+
 def build_parser():
     """The argument parser of `agent`."""
     import argparse
@@ -163,6 +184,11 @@ def build_parser():
     il = cfsub.add_parser("import-legacy", help="print agent.toml for a vif-ip-binder JSON file")
     il.add_argument("file")
     il.set_defaults(func=cmd_config_import_legacy)
+
+    for name, (_module, _function, text) in sorted(PASSTHROUGH.items()):
+        cmd = sub.add_parser(name, help=text, add_help=False)
+        cmd.add_argument("rest", nargs=argparse.REMAINDER)
+        cmd.set_defaults(func=cmd_passthrough)
 
     from agent.lab.runner import SCENARIOS
     lab = sub.add_parser("lab", help="rehearse on a simulated host (XAPI simulator, namespaces, the real agent)")
@@ -207,9 +233,12 @@ def _quick_status_args(argv):
 
 def main(argv=None):
     """Entry point of the `agent` console script."""
-    quick = _quick_status_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quick = _quick_status_args(argv)
     if quick is not None:
         return cmd_status(quick)
+    if argv and argv[0] in PASSTHROUGH:
+        return run_passthrough(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

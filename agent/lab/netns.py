@@ -177,8 +177,11 @@ class Topology(object):
         code = ("import sys, icmplib\n"
                 "h = icmplib.ping(sys.argv[1], count=1, timeout=float(sys.argv[2]), privileged=True)\n"
                 "sys.exit(0 if h.is_alive else 1)\n")
+        import icmplib
+        site = os.path.dirname(os.path.dirname(os.path.abspath(icmplib.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p))
         argv = ["ip", "netns", "exec", self.ns(ns), sys.executable, "-c", code, address, str(timeout)]
-        return subprocess.call(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+        return subprocess.call(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env) == 0
 
     def links(self, ns):
         """{interface name: name of its master bridge or None} in namespace ``ns``."""

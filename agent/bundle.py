@@ -1,0 +1,426 @@
+"""`agent bundle`: one self-contained zipapp for an offline dom0, built from the Python 3.6 floor set.
+
+DESIGN.md §8: dom0 has Python 3.6 and often no internet. The bundle is built on a machine that
+has both: pip downloads pure-Python wheels for Python 3.6 (constraints: .ci/floors.txt without
+the test tools), they are unpacked next to our ``agent`` and ``states`` packages, and
+``zipapp`` turns the directory into ``sspn-agent.pyz`` (``#!/usr/bin/python3``, entry point
+``agent.cli:main``). The unit file is copied beside it. Nothing is downloaded on the target.
+
+Dependencies are resolved here, wheel by wheel (``pip download --no-deps``), with markers
+evaluated for dom0's Python 3.6 -- not by pip, which evaluates dependency markers for the
+interpreter running it (``--python-version`` only selects wheels). A 3.11 build machine
+therefore bundles what a 3.6 install would (pyroute2 0.8.1 declares importlib-metadata for
+Python < 3.8), and the same set as a 3.6 build machine.
+
+Everything runs from inside the zip: every dependency is pure Python and reads no data file
+through ``__file__`` (checked for pyroute2 0.8.1, transitions 0.9.3, icmplib 2.1.1, XenAPI,
+attrs, tomli, six); our own data (datamodel.txt, scenarios, the unit, agent.toml.example) is
+read with ``pkgutil.get_data``, which works from a zip. Sources are compiled at import (no
+.pyc in the zip; zipimport cannot write them): about 0.7 s once for `agent run` on 3.6.
+
+One thing does not work from a zip on Python < 3.10: zipimport's legacy ``load_module`` lets a
+second thread see a module half-initialised while a first thread imports it (measured on
+3.6-3.9). The archive's ``__main__.py`` (MAIN_PY) therefore serves the archive's modules
+through the PEP 451 loader API, whose module locks make the second thread wait.
+Python 3.6 compatible.
+"""
+
+import argparse
+import configparser
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipapp
+import zipfile
+
+PYZ_NAME = "sspn-agent.pyz"
+UNIT_NAME = "sspn-agent.service"
+INTERPRETER = "/usr/bin/python3"
+PACKAGES = ("agent", "states")
+TARGET_PYTHON = "3.6"
+# dom0's python3 on XCP-ng 8.3 / XenServer 8 (CentOS 7 userland, DESIGN.md §8).
+TARGET_ENVIRONMENT = {
+    "python_version": "3.6", "python_full_version": "3.6.8", "implementation_name": "cpython",
+    "implementation_version": "3.6.8", "platform_python_implementation": "CPython",
+    "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+    "platform_machine": "x86_64", "extra": ""}
+TEST_ONLY = ("pytest", "hypothesis")  # .ci/floors.txt pins the test tools too
+PIP_TIMEOUT = 600
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+# The archive's __main__.py (its docstring says why it exists; tests/ops/test_bundle.py races two
+# threads importing pyroute2 from the archive on Python 3.6 to prove it).
+MAIN_PY = r'''# -*- coding: utf-8 -*-
+"""Entry point of sspn-agent.pyz (written by `agent bundle`): run `agent` from this archive.
+
+Python < 3.10 imports from a zip through zipimporter.load_module(), the legacy loader API,
+which puts a module in sys.modules before running it without marking it as initialising:
+a second thread importing the same module meanwhile gets it half-built ("cannot import name
+'NetlinkError'"). The agent's threads import pyroute2, icmplib and XenAPI lazily, so this
+archive's entries are served through the PEP 451 loader API instead, whose module locks make
+the other thread wait (importlib._bootstrap._load_unlocked).
+"""
+
+import sys
+
+
+def _pep451_zip_imports():
+    import importlib.machinery
+    import importlib.util
+    import os
+    import pkgutil
+    import zipimport
+
+    class ZipLoader(object):
+        """A zipimporter behind create_module/exec_module."""
+
+        def __init__(self, importer):
+            self._importer = importer
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            code = self._importer.get_code(module.__spec__.name)
+            exec(code, module.__dict__)
+
+        def __getattr__(self, name):  # archive, prefix, get_data, get_source, is_package...
+            return getattr(self._importer, name)
+
+    class ZipFinder(object):
+        """Path entry finder for paths inside a zip archive (a path hook)."""
+
+        def __init__(self, path):
+            self._importer = zipimport.zipimporter(path)  # ZipImportError: not ours
+            self.path = path
+
+        def find_spec(self, fullname, target=None):
+            loader, portions = self._importer.find_loader(fullname)
+            if loader is None:
+                if not portions:
+                    return None
+                spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+                spec.submodule_search_locations = list(portions)
+                return spec
+            origin = self._importer.get_filename(fullname)
+            package = self._importer.is_package(fullname)
+            return importlib.util.spec_from_file_location(
+                fullname, origin, loader=ZipLoader(self._importer),
+                submodule_search_locations=[os.path.dirname(origin)] if package else None)
+
+        def invalidate_caches(self):
+            pass
+
+        def iter_modules(self, prefix=""):
+            return pkgutil.iter_zipimport_modules(self._importer, prefix)
+
+    sys.path_hooks.insert(0, ZipFinder)
+    sys.path_importer_cache.clear()
+
+
+if sys.version_info < (3, 10):
+    _pep451_zip_imports()
+
+from agent.cli import main  # noqa: E402
+
+sys.exit(main())
+'''
+
+
+class BundleError(Exception):
+    """The bundle cannot be built: the message says why and what to do."""
+
+
+def canonical(name):
+    """PEP 503 normalised project name ("XenAPI" -> "xenapi", "typing_extensions" -> "typing-extensions")."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _packaging():
+    """(Requirement, Marker) from packaging, else pip's vendored copy (pip is needed anyway)."""
+    try:
+        from packaging.markers import Marker
+        from packaging.requirements import Requirement
+    except ImportError:
+        from pip._vendor.packaging.markers import Marker
+        from pip._vendor.packaging.requirements import Requirement
+    return Requirement, Marker
+
+
+# --- inputs from the checkout ---------------------------------------------------------------
+
+def checkout_root():
+    """The source checkout that holds the ``agent`` package; BundleError when not in one."""
+    import agent
+    root = os.path.dirname(os.path.dirname(os.path.abspath(agent.__file__)))
+    for name in ("setup.cfg", "agent.toml.example", "states"):
+        if not os.path.exists(os.path.join(root, name)):
+            raise BundleError("agent bundle builds from a source checkout, but %s has no %s; "
+                              "run it as `python -m agent bundle` inside the repository"
+                              % (root, name))
+    return root
+
+
+def runtime_requirements(root):
+    """install_requires of setup.cfg whose markers hold on dom0's Python 3.6, as strings."""
+    Requirement, _ = _packaging()
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(root, "setup.cfg"))
+    lines = parser.get("options", "install_requires", fallback="").splitlines()
+    out = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(TARGET_ENVIRONMENT):
+            requirement.marker = None
+            out.append(str(requirement))
+    return out
+
+
+def read_constraints(path):
+    """The pins of a constraints file without the test-only tools: {canonical name: line}."""
+    Requirement, _ = _packaging()
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError as e:
+        raise BundleError("cannot read the constraints %s (%s); pass --constraints FILE"
+                          % (path, e.strerror or e))
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = canonical(Requirement(line).name)
+        if name not in TEST_ONLY:
+            pins[name] = line
+    return pins
+
+
+# --- wheels -----------------------------------------------------------------------------------
+
+def wheel_metadata(path):
+    """(canonical name, version, [Requires-Dist], is pure) of a wheel file."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        info = next((n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")),
+                    None)
+        wheel = next((n for n in names if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")),
+                     None)
+        if info is None or wheel is None:
+            raise BundleError("%s is not a wheel (no .dist-info/METADATA)" % path)
+        metadata = archive.read(info).decode("utf-8", "replace")
+        wheel_text = archive.read(wheel).decode("utf-8", "replace")
+    fields = _header_fields(metadata)
+    pure = "root-is-purelib: true" in wheel_text.lower()
+    return (canonical(fields.get("name", [""])[0]), fields.get("version", [""])[0],
+            fields.get("requires-dist", []), pure)
+
+
+def _header_fields(text):
+    """RFC 822 header fields of METADATA (up to the first blank line): {lower name: [values]}."""
+    fields = {}
+    for line in text.split("\n"):
+        if not line.strip():
+            break
+        if line[:1] in " \t" or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), []).append(value.strip())
+    return fields
+
+
+def _pip_download(requirements, dest, constraints_file, find_links=None):
+    """`pip download --no-deps` of pure wheels for Python 3.6 into ``dest``."""
+    command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+               "--no-deps", "--only-binary=:all:", "--python-version", TARGET_PYTHON,
+               "--implementation", "py", "--abi", "none", "--platform", "any",
+               "-d", dest, "-c", constraints_file]
+    if find_links:
+        command += ["--no-index", "--find-links", find_links]
+    proc = subprocess.Popen(command + list(requirements), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True)
+    try:
+        out = proc.communicate(timeout=PIP_TIMEOUT)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise BundleError("pip download took more than %d s; check the network" % PIP_TIMEOUT)
+    if proc.returncode != 0:
+        tail = " | ".join(line.strip() for line in out.strip().splitlines()[-4:])
+        raise BundleError("pip download of %s failed (exit %d): %s; it needs PyPI (or --wheels "
+                          "DIR with the wheels) and pure-Python wheels for Python %s"
+                          % (", ".join(requirements), proc.returncode, tail, TARGET_PYTHON))
+
+
+def resolve_wheels(requirements, pins, dest, find_links=None):
+    """Download the closure of ``requirements`` for Python 3.6: {canonical name: wheel path}.
+
+    Each round downloads the requirements not yet present, reads their Requires-Dist, keeps
+    those whose markers hold on Python 3.6 (no extras), and goes again until nothing is new.
+    Every requirement must be met by the chosen version, and every wheel must be pure Python.
+    """
+    Requirement, _ = _packaging()
+    constraints_file = os.path.join(dest, "constraints.txt")
+    with open(constraints_file, "w") as handle:
+        handle.write("\n".join(pins[name] for name in sorted(pins)) + "\n")
+    wanted = [Requirement(r) for r in requirements]
+    wheels, metadata, seen = {}, {}, set()
+    while True:
+        todo = [r for r in wanted if canonical(r.name) not in wheels]
+        names = sorted(set(canonical(r.name) for r in todo))
+        if not names:
+            break
+        if seen.issuperset(names):
+            raise BundleError("pip did not download %s" % ", ".join(names))
+        seen.update(names)
+        # One line per name, all its specifiers together (constraints pin the floors).
+        lines = []
+        for name in names:
+            specifiers = ",".join(str(r.specifier) for r in todo
+                                  if canonical(r.name) == name and str(r.specifier))
+            lines.append(name + specifiers)
+        _pip_download(lines, dest, constraints_file, find_links)
+        for filename in sorted(os.listdir(dest)):
+            if not filename.endswith(".whl"):
+                continue
+            path = os.path.join(dest, filename)
+            name, version, requires, pure = wheel_metadata(path)
+            if name in wheels:
+                continue
+            if not (pure and filename.endswith("-none-any.whl")):
+                raise BundleError("%s is not a pure-Python wheel: the bundle must run on any "
+                                  "dom0; pin a pure release in the constraints" % filename)
+            wheels[name] = path
+            metadata[name] = version
+            for text in requires:
+                requirement = Requirement(text)
+                if requirement.marker is None or requirement.marker.evaluate(TARGET_ENVIRONMENT):
+                    wanted.append(requirement)
+    for requirement in wanted:
+        version = metadata[canonical(requirement.name)]
+        if version not in requirement.specifier:
+            raise BundleError("%s %s does not satisfy %s; adjust the constraints"
+                              % (requirement.name, version, requirement))
+    return wheels, metadata
+
+
+# --- staging and the archive --------------------------------------------------------------------
+
+def _unpack_wheel(path, stage, owners):
+    """Unpack one wheel into ``stage`` (purelib .data merged at the top); refuses clashes."""
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            name = member.filename
+            if name.endswith("/"):
+                continue
+            parts = name.split("/")
+            if parts[0].endswith(".data"):
+                if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
+                    name = "/".join(parts[2:])
+                else:
+                    continue  # scripts, headers, data: not importable, not needed in the zip
+            if name.endswith(_SKIPPED_SUFFIXES) or "__pycache__/" in name:
+                continue
+            if name in owners and owners[name] != path:
+                raise BundleError("%s and %s both ship %s" % (os.path.basename(owners[name]),
+                                                               os.path.basename(path), name))
+            owners[name] = path
+            target = os.path.join(stage, *name.split("/"))
+            if not os.path.isdir(os.path.dirname(target)):
+                os.makedirs(os.path.dirname(target))
+            with archive.open(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+
+
+def _copy_package(root, package, stage):
+    def ignore(_directory, names):
+        return [n for n in names if n == "__pycache__" or n.endswith(_SKIPPED_SUFFIXES)]
+    shutil.copytree(os.path.join(root, package), os.path.join(stage, package), ignore=ignore)
+
+
+def sha256_of(path):
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build(out_dir, constraints=None, find_links=None, root=None, log=None):
+    """Build ``out_dir``/sspn-agent.pyz (+ the unit, + a .sha256); returns a summary dict."""
+    log = log or (lambda text: None)
+    root = root or checkout_root()
+    pins = read_constraints(constraints or os.path.join(root, ".ci", "floors.txt"))
+    requirements = runtime_requirements(root)
+    work = tempfile.mkdtemp(prefix="sspn-bundle-")
+    try:
+        wheel_dir = os.path.join(work, "wheels")
+        stage = os.path.join(work, "stage")
+        os.makedirs(wheel_dir)
+        os.makedirs(stage)
+        log("resolving %s for Python %s" % (", ".join(requirements), TARGET_PYTHON))
+        wheels, versions = resolve_wheels(requirements, pins, wheel_dir, find_links)
+        owners = {}
+        for name in sorted(wheels):
+            log("  %s %s" % (name, versions[name]))
+            _unpack_wheel(wheels[name], stage, owners)
+        for package in PACKAGES:
+            if os.path.exists(os.path.join(stage, package)):
+                raise BundleError("a dependency ships a top-level %r package" % package)
+            _copy_package(root, package, stage)
+        # `agent install` reads it with pkgutil.get_data("agent", "agent.toml.example").
+        shutil.copy(os.path.join(root, "agent.toml.example"),
+                    os.path.join(stage, "agent", "agent.toml.example"))
+        if not os.path.isdir(out_dir):
+            os.makedirs(out_dir)
+        target = os.path.join(out_dir, PYZ_NAME)
+        partial = target + ".part"
+        # Our own __main__.py rather than create_archive(main="agent.cli:main"): it first makes imports from
+        # the archive thread-safe on Python < 3.10 (MAIN_PY), then calls agent.cli:main.
+        with open(os.path.join(stage, "__main__.py"), "w") as handle:
+            handle.write(MAIN_PY)
+        options = dict(interpreter=INTERPRETER)
+        if sys.version_info >= (3, 7):
+            options["compressed"] = True  # create_archive has no `compressed` on 3.6
+        zipapp.create_archive(stage, partial, **options)
+        os.chmod(partial, 0o755)
+        os.rename(partial, target)
+        unit = os.path.join(out_dir, UNIT_NAME)
+        shutil.copy(os.path.join(root, "agent", "lab", "systemd", UNIT_NAME), unit)
+        digest = sha256_of(target)
+        with open(target + ".sha256", "w") as handle:
+            handle.write("%s  %s\n" % (digest, PYZ_NAME))  # `sha256sum -c` on the host
+        return {"pyz": target, "unit": unit, "sha256": digest, "bytes": os.path.getsize(target),
+                "wheels": dict((name, versions[name]) for name in sorted(versions))}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main_bundle(argv=None):
+    """`agent bundle [--out DIR]`: build sspn-agent.pyz for an offline dom0; 0, or 1 with why."""
+    parser = argparse.ArgumentParser(
+        prog="agent bundle", description="Build one self-contained sspn-agent.pyz (Python 3.6, "
+        "pure-Python dependencies inside) and copy the systemd unit next to it.")
+    parser.add_argument("--out", default="dist", help="output directory (default: dist)")
+    parser.add_argument("--constraints", help="pins (default: .ci/floors.txt of the checkout)")
+    parser.add_argument("--wheels", metavar="DIR",
+                        help="take the wheels from DIR instead of PyPI (offline builds)")
+    args = parser.parse_args(argv)
+    try:
+        summary = build(args.out, args.constraints, args.wheels,
+                        log=lambda text: print(text, file=sys.stderr))
+    except BundleError as e:
+        print("agent bundle: %s" % e, file=sys.stderr)
+        return 1
+    print("built %s (%d bytes, sha256 %s)" % (summary["pyz"], summary["bytes"], summary["sha256"]))
+    print("      %s" % summary["unit"])
+    print("copy both to the host, then as root: python3 %s install" % PYZ_NAME)
+    return 0

@@ -1,0 +1,243 @@
+"""`agent install` / `agent uninstall`: lay the zipapp, the config and the unit out on a dom0.
+
+Run from the bundle (``python3 sspn-agent.pyz install``): the running .pyz is copied to
+/opt/sspn-agent/, /etc/sspn-agent/ (0700) gets agent.toml (0600) from agent.toml.example only
+when there is none -- an operator's config is never overwritten -- and the unit goes to
+/etc/systemd/system/. Nothing is started: the commands to do so are printed. Uninstall removes
+the program and the unit and keeps /etc/sspn-agent. ``--root DIR`` lays everything out below
+DIR instead of / (staging trees, tests). Python 3.6 compatible.
+"""
+
+import argparse
+import os
+import pkgutil
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+from agent import __version__
+
+PROGRAM_DIR = "/opt/sspn-agent"
+PYZ_NAME = "sspn-agent.pyz"
+CONFIG_DIR = "/etc/sspn-agent"
+CONFIG_NAME = "agent.toml"
+UNIT_DIR = "/etc/systemd/system"
+UNIT_NAME = "sspn-agent.service"
+WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/sspn-agent.service"
+START = "systemctl daemon-reload && systemctl enable --now sspn-agent"
+
+
+class InstallError(Exception):
+    """Installing or uninstalling cannot go on: the message says why and what to do."""
+
+
+def under(root, path):
+    """``path`` (absolute) inside the tree ``root``."""
+    return os.path.join(root, path.lstrip("/")) if root and root != "/" else path
+
+
+def running_zipapp():
+    """Path of the .pyz this code was imported from, or None (a source checkout)."""
+    import agent
+    archive = getattr(getattr(agent, "__loader__", None), "archive", None)  # zipimporter
+    return archive if archive and os.path.isfile(archive) else None
+
+
+def example_config():
+    """agent.toml.example: the copy packed into the bundle, else the checkout's file (bytes)."""
+    try:
+        data = pkgutil.get_data("agent", "agent.toml.example")
+    except OSError:
+        data = None
+    if data is None:
+        import agent
+        root = os.path.dirname(os.path.dirname(os.path.abspath(agent.__file__)))
+        try:
+            with open(os.path.join(root, "agent.toml.example"), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            raise InstallError("agent.toml.example is neither in this build nor in %s; install "
+                               "from the bundle (agent bundle builds it)" % root)
+    return data
+
+
+def unit_file():
+    """The systemd unit shipped in agent/lab/systemd/ (bytes)."""
+    data = pkgutil.get_data("agent.lab", "systemd/" + UNIT_NAME)
+    if data is None:
+        raise InstallError("the unit file is missing from this build; rebuild the bundle")
+    return data
+
+
+def _write_atomic(path, data, mode):
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, chmod, rename."""
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sspn-agent-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _copy_atomic(source, path, mode):
+    # rename() keeps the old inode alive for whoever has it open; but zipimport re-opens the
+    # archive by path for each later import, so a running agent must be restarted after this.
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sspn-agent-")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as out:
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _makedirs(path, mode=0o755):
+    if not os.path.isdir(path):
+        os.makedirs(path, mode)
+        return True
+    return False
+
+
+def install(root="/", pyz=None, say=print):
+    """Install below ``root``, reporting each step through ``say``."""
+    pyz = pyz or running_zipapp()
+    if not pyz:
+        raise InstallError("agent install copies the running sspn-agent.pyz, but this runs from "
+                           "a source checkout; build it (agent bundle), then run "
+                           "python3 sspn-agent.pyz install (or pass --pyz FILE)")
+    if not os.path.isfile(pyz):
+        raise InstallError("%s does not exist; pass the bundle's path with --pyz" % pyz)
+    program_dir, config_dir = under(root, PROGRAM_DIR), under(root, CONFIG_DIR)
+    unit_dir = under(root, UNIT_DIR)
+    program = os.path.join(program_dir, PYZ_NAME)
+    config = os.path.join(config_dir, CONFIG_NAME)
+    unit = os.path.join(unit_dir, UNIT_NAME)
+
+    _makedirs(program_dir)
+    upgrade = os.path.exists(program)
+    if upgrade and os.path.samefile(pyz, program):
+        say("kept %s: it is the running program" % program)
+        upgrade = False
+    else:
+        _copy_atomic(pyz, program, 0o755)
+        say("installed %s (sspn-agent %s)" % (program, __version__))
+
+    if not os.path.isdir(config_dir):
+        # Parents 0755 (Python 3.6's makedirs would give them the leaf's mode), the leaf 0700
+        # whatever the umask.
+        _makedirs(os.path.dirname(config_dir))
+        os.mkdir(config_dir, 0o700)
+        os.chmod(config_dir, 0o700)
+        say("created %s (mode 0700)" % config_dir)
+    else:
+        mode = stat.S_IMODE(os.stat(config_dir).st_mode)
+        if mode & 0o077:
+            say("note: %s has mode %04o; chmod 700 %s" % (config_dir, mode, config_dir))
+    try:
+        handle = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        say("kept %s (an existing config is never overwritten)" % config)
+    else:
+        with os.fdopen(handle, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(example_config())
+        say("created %s (mode 0600) from agent.toml.example: edit it for this host" % config)
+
+    _makedirs(unit_dir)
+    _write_atomic(unit, unit_file(), 0o644)
+    say("installed %s" % unit)
+    say("next: check the config against this host, then start the agent:")
+    say("  python3 %s check" % os.path.join(PROGRAM_DIR, PYZ_NAME))
+    say("  %s" % START)
+    if upgrade:
+        say("  systemctl restart sspn-agent   (a running agent keeps the replaced program until "
+            "restarted)")
+
+
+def agent_is_active():
+    """True when systemd says sspn-agent is active (False without systemctl)."""
+    if shutil.which("systemctl") is None:
+        return False
+    return subprocess.call(["systemctl", "is-active", "--quiet", "sspn-agent"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+
+
+def uninstall(root="/", force=False, say=print):
+    """Remove the program and the unit below ``root``; keep the config directory."""
+    if (not root or root == "/") and not force and agent_is_active():
+        raise InstallError("sspn-agent is running; stop it first: systemctl disable --now "
+                           "sspn-agent (its addresses and routes stay in place), or pass --force")
+    program_dir = under(root, PROGRAM_DIR)
+    removed = []
+    for path in (os.path.join(program_dir, PYZ_NAME), under(root, UNIT_DIR + "/" + UNIT_NAME)):
+        if os.path.lexists(path):
+            os.unlink(path)
+            removed.append(path)
+    link = under(root, WANTS_LINK)
+    if os.path.islink(link):  # what `systemctl disable` removes; dangling once the unit is gone
+        os.unlink(link)
+        removed.append(link)
+    if os.path.isdir(program_dir) and not os.listdir(program_dir):
+        os.rmdir(program_dir)
+        removed.append(program_dir)
+    for path in removed:
+        say("removed %s" % path)
+    if not removed:
+        say("nothing to remove: sspn-agent is not installed below %s" % (root or "/"))
+    config_dir = under(root, CONFIG_DIR)
+    if os.path.isdir(config_dir):
+        say("kept %s (your config; remove it yourself when no longer needed)" % config_dir)
+    say("kept every address and route the agent added (it never removes them)")
+    if removed:
+        say("next: systemctl daemon-reload")
+
+
+def _parser(prog, description):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--root", default="/", help="install below this directory (default /)")
+    return parser
+
+
+def _run(action):
+    try:
+        action()
+    except InstallError as e:
+        print("%s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("cannot write %s (%s); run it as root" % (e.filename or "", e.strerror or e),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_install(argv=None):
+    """`agent install [--root DIR] [--pyz FILE]`: program, config (if absent) and unit; 0 or 1."""
+    parser = _parser("agent install", "Install the running sspn-agent.pyz, a config (only if "
+                     "absent) and the systemd unit; prints how to start it.")
+    parser.add_argument("--pyz", help="the bundle to install (default: the running one)")
+    args = parser.parse_args(argv)
+    return _run(lambda: install(args.root, args.pyz))
+
+
+def main_uninstall(argv=None):
+    """`agent uninstall [--root DIR] [--force]`: remove program and unit, keep the config; 0 or 1."""
+    parser = _parser("agent uninstall", "Remove the program and the systemd unit; keep "
+                     "/etc/sspn-agent.")
+    parser.add_argument("--force", action="store_true",
+                        help="uninstall even while systemd says the agent is active")
+    args = parser.parse_args(argv)
+    return _run(lambda: uninstall(args.root, args.force))
