@@ -111,13 +111,6 @@ def cmd_run(args):
     return Service(cfg).run()
 
 
-def cmd_lab(args):
-    """The rehearsal: a scenario on a simulated host, with a timeline and a summary."""
-    from agent.lab import runner
-    argv = ["--scenario", args.scenario] + (["--json"] if args.json else [])
-    return runner.main(argv)
-
-
 def cmd_lab_xapi(args):
     """Run the XAPI simulator alone, in the foreground."""
     from agent.lab.xapi import serve_forever
@@ -190,11 +183,8 @@ def build_parser():
         cmd.add_argument("rest", nargs=argparse.REMAINDER)
         cmd.set_defaults(func=cmd_passthrough)
 
-    from agent.lab.runner import SCENARIOS
-    lab = sub.add_parser("lab", help="rehearse on a simulated host (XAPI simulator, namespaces, the real agent)")
-    lab.add_argument("--scenario", choices=SCENARIOS, default="cold-boot")
-    lab.add_argument("--json", action="store_true", help="timeline and summary as one JSON document")
-    lab.set_defaults(func=cmd_lab)
+    lab = sub.add_parser("lab", help="rehearse on a simulated host (XAPI simulator, namespaces, the real "
+                         "agent); `agent lab --help` lists the scenarios")
     labsub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
     lx = labsub.add_parser("xapi", help="run the XAPI simulator alone until interrupted")
     lx.add_argument("--socket", required=True, help="Unix socket path (no '_' in it)")
@@ -239,6 +229,9 @@ def main(argv=None):
         return cmd_status(quick)
     if argv and argv[0] in PASSTHROUGH:
         return run_passthrough(argv[0], argv[1:])
+    if argv[:1] == ["lab"] and argv[1:2] != ["xapi"]:
+        from agent.lab import runner  # the rehearsal parses its own options (--config, --in-memory, ...)
+        return runner.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

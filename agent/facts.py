@@ -6,6 +6,8 @@ every state step verifies through the ports before it relies on a fact for an ef
 
 import ipaddress
 
+import attr
+
 from agent import events as ev
 from agent.world import KernelView
 
@@ -103,6 +105,10 @@ class Facts(object):
         self.pending_actions.discard(e.action)
         if e.ok and e.action.kind == "enable_host":
             self.host_fixed = True  # whichever state sees it: WAITING_VM then starts the uplink VM
+            if self.host is not None:
+                # host.enable returned: enabled now, before the HostChanged event arrives
+                # (without this MAINTENANCE asked again on every reply: 44 calls for 1, agent lab)
+                self.host = attr.evolve(self.host, enabled=True)
 
     def set_kernel(self, view):
         """Replace the kernel picture with a full read (a KernelView)."""
