@@ -66,12 +66,48 @@ def fw_side_name(domid, device=0):
     return "fwvif%d.%d" % (domid, device)
 
 
+PREFIX = "sspn"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans():
+    """Delete the namespaces of labs whose process is gone (named ``sspn-<pid>-<hex>-<role>``).
+
+    A lab killed with SIGKILL (or a machine reset mid-run) cannot clean up after itself; the next
+    lab removes what it left. Only names of exactly our pattern whose pid no longer exists are
+    touched. Returns the names removed.
+    """
+    try:
+        out = _run(["ip", "netns", "list"], check=False)
+    except Exception:  # no `ip`: create() will say so
+        return []
+    removed = []
+    for line in out.splitlines():
+        parts = line.split()[0].split("-") if line.strip() else []
+        if (len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit() and parts[3] in ROLES
+                and not _pid_alive(int(parts[1]))):
+            name = "-".join(parts)
+            _run(["ip", "netns", "del", name], check=False)
+            log.warning("removed namespace %s left by a lab that no longer runs (pid %s)", name, parts[1])
+            removed.append(name)
+    return removed
+
+
 class Topology(object):
     """Namespaces ``<prefix>-dom0``, ``<prefix>-fw`` and ``<prefix>-lan``, wired as in the module doc."""
 
     def __init__(self, prefix=None):
         if prefix is None:
-            prefix = "sspn-%d-%s" % (os.getpid(), binascii.hexlify(os.urandom(3)).decode())
+            prefix = "%s-%d-%s" % (PREFIX, os.getpid(), binascii.hexlify(os.urandom(3)).decode())
         self.prefix = prefix
         self.dom0 = prefix + "-dom0"
         self.fw = prefix + "-fw"
@@ -95,6 +131,7 @@ class Topology(object):
         if self._created:
             raise RuntimeError("topology %s is already created" % self.prefix)
         self._owner = os.getpid()
+        sweep_orphans()
         _register(self)
         try:
             for name in (self.dom0, self.fw, self.lan):

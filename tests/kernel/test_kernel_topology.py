@@ -55,6 +55,26 @@ def test_failed_create_removes_what_was_made():
         first.cleanup()
 
 
+def test_sigkilled_lab_namespaces_are_swept_by_the_next_lab():
+    """A lab killed with SIGKILL cannot clean up; the next one removes its namespaces (dead pid),
+    and leaves alone those of a lab still running and names not of our pattern."""
+    dead = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    dead.wait()
+    orphan = "sspn-%d-0a0b0c-dom0" % dead.pid
+    alive = "sspn-%d-0d0e0f-fw" % os.getpid()
+    foreign = "sspn-keep-me-%d" % os.getpid()
+    for name in (orphan, alive, foreign):
+        subprocess.check_call(["ip", "netns", "add", name])
+    try:
+        with Topology():
+            left = namespaces_with_prefix("sspn-")
+            assert orphan not in left
+            assert alive in left and foreign in left
+    finally:
+        for name in (orphan, alive, foreign):
+            subprocess.call(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
 def test_initial_wiring(topology):
     """dom0 has xenbr0 (up, 203.0.113.5/24); fw forwards and reaches lan; no VIF before the VM starts."""
     assert topology.link_names("dom0") == ["lo", "xenbr0"]
