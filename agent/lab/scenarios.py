@@ -274,7 +274,7 @@ class Lab(object):
         return self._acting is threading.current_thread()
 
     def xapi_call(self, when, method, ok):
-        """The simulator received ``method`` at ``when`` (see runner.COUNTED_CALLS)."""
+        """The simulator received ``method`` at ``when`` (see envs.COUNTED_CALLS)."""
         with self._lock:
             self.calls.append((when, method, ok))
 

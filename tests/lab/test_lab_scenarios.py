@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from agent.lab import runner, scenarios
+from agent.lab import envs, runner, scenarios
 from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -93,7 +93,7 @@ def test_scenario_ends_healthy_and_leaves_no_namespace(scenario, capsys):
     code, run = _lab(capsys, "--scenario", scenario)
     _assert_clean_finish(code, run)
     summary = run["summary"]
-    assert run["kernel"] == runner.NAMESPACES and summary["srs_plugged"] == [SR]
+    assert run["kernel"] == envs.NAMESPACES and summary["srs_plugged"] == [SR]
     expected = ["pfsense", "web", "db"] if scenario == "maintenance-lockout" else ["web", "db"]
     assert summary["vms_started"] == expected
     assert summary["bind_delays"] and all(d >= 0 for _b, d in summary["bind_delays"])
@@ -209,7 +209,7 @@ def test_in_memory_fallback_ends_healthy(scenario, in_memory, capsys):
     simulator and XAPI adapter, ends HEALTHY and is marked as such."""
     code, run = _lab(capsys, "--scenario", scenario)
     _assert_clean_finish(code, run)
-    assert run["kernel"] == runner.IN_MEMORY == run["summary"]["kernel"]
+    assert run["kernel"] == envs.IN_MEMORY == run["summary"]["kernel"]
     assert run["summary"]["srs_plugged"] == [SR]
     assert "in-memory" in run["summary"]["ping"]["how"]
     assert not os.path.exists(run["lab"]["workdir"])

@@ -1,0 +1,318 @@
+"""The two kernels a rehearsal can run on; this module holds the shared part and the real one.
+
+``NetnsEnv``: namespaces dom0/fw/lan (agent/lab/netns.py) and the real agent as its own process
+inside dom0 (``ip netns exec <dom0> python -m agent run``: the service's code path). The
+in-memory kernel model lives in agent/lab/memenv.py. Both run the XAPI simulator in this
+process on a Unix socket in the run's directory and record into the lab's timeline.
+"""
+
+import ipaddress
+import os
+import signal
+import sys
+import time
+
+NAMESPACES, IN_MEMORY = "real kernel in network namespaces", "[in-memory kernel model]"
+WAIT_TIMEOUT = 20.0      # seconds any one wait of a scenario may take before it fails
+STOP_TIMEOUT = 10.0      # for the agent to exit after SIGTERM
+COUNTED_CALLS = ("host.enable", "VM.start", "PBD.plug")  # what changes the host, as XAPI saw it
+
+
+# One ICMP echo with icmplib (a dependency; iputils ping is often not installed), run inside a
+# namespace by a child interpreter.
+_ICMP_ECHO = ("import sys, icmplib\n"
+              "h = icmplib.ping(sys.argv[1], count=1, timeout=float(sys.argv[2]), privileged=True)\n"
+              "sys.exit(0 if h.is_alive else 1)\n")
+
+
+class NetnsUnavailable(RuntimeError):
+    """Namespaces cannot be created here; the lab falls back to the in-memory kernel model."""
+
+def _missing(config, bridge_of, addresses, routes):
+    """What of the config's addresses (with mirrors) and default routes the kernel state lacks."""
+    from agent.lab import netns
+    want = [(bridge_of[b.network], iface) for b in config.bindings for iface in b.addresses]
+    if config.management.mirror:
+        want += [(netns.MGMT_BRIDGE, iface) for iface in config.mirror_addresses()]
+    have = set((i, ipaddress.ip_interface(a)) for i, a in addresses)
+    have_routes = set((f, ipaddress.ip_address(g), i) for f, g, i in routes)
+    out = ["%s on %s" % (iface, ifname) for ifname, iface in want if (ifname, iface) not in have]
+    for family, gateway in config.gateways():
+        bridge = bridge_of[config.bindings[config.binding_for_gateway(gateway)].network]
+        if (family, gateway, bridge) not in have_routes:
+            out.append("default via %s dev %s" % (gateway, bridge))
+    return out
+
+
+def _child_env():
+    """The environment for a child interpreter: this package's root first on PYTHONPATH (from a
+    zipapp, that is the only way a child finds the bundled agent, icmplib, pyroute2, ...), and
+    no systemd variables (the agent must not notify the lab's own service manager)."""
+    drop = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+    env = dict((k, v) for k, v in os.environ.items() if k not in drop)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _server_of(device_config):
+    """The storage server of a PBD's device_config (NFS/CIFS "server", else the host of "location")."""
+    server = device_config.get("server", "")
+    if not server and device_config.get("location", "").startswith("//"):
+        server = device_config["location"][2:].split("/", 1)[0]
+    return server
+
+class _Env(object):
+    """What both kernels share: the simulator, and a VM power hook that records into the lab."""
+
+    kind = ""
+    agent_command = ""
+
+    def __init__(self, plan, workdir, lab):
+        from agent.lab import netns
+        from agent.lab.xapi import Simulator
+        self.netns = netns  # loaded with the first lab, not with `agent`'s parser
+        self.plan, self.workdir, self.lab = plan, workdir, lab
+        self.sim = Simulator(os.path.join(workdir, "xapi"), scenario=plan.scenario, seed=0)
+        networks = self.sim.state()["networks"]
+        self.bridge_of = dict((label, networks[label]["bridge"]) for label in plan.fw_addresses)
+        self.fw_by_bridge = dict((self.bridge_of[label], list(addrs))
+                                 for label, addrs in plan.fw_addresses.items())
+        self.config = None
+        self.log_path = os.path.join(workdir, "agent.log")
+
+    def bridges(self):
+        """The uplink bridges, in binding order."""
+        return [self.bridge_of[b.network] for b in self.plan.config.bindings]
+
+    def _hook(self, inner):
+        """The kernel-side VM hook ``inner``, then a timeline entry for what the simulator did."""
+        from agent.lab.netns import vif_name
+
+        def hook(vm_name, record, domid, bridges, old_state, new_state):
+            when = self.lab.now()  # the bridge appears during inner: bind delays count from here
+            inner(vm_name, record, domid, bridges, old_state, new_state)
+            mine = [b for b in bridges if b in self.fw_by_bridge] if vm_name in self.plan.uplinks else []
+            text, extra = "VM %s %s -> %s" % (vm_name, old_state, new_state), {}
+            if new_state == "Running" and old_state in ("Halted", "Suspended"):
+                extra.update(vm_started=vm_name, by_lab=self.lab.acting())
+            if mine and new_state == "Running":
+                text += " (domid %d): bridge %s with %s made in dom0" % (domid, ", ".join(mine), ", ".join(
+                    vif_name(domid, bridges.index(b)) for b in mine))
+                extra["bridge_created"] = mine[0]
+            elif mine and new_state == "Halted":
+                text += ": its VIF and bridge %s are gone" % ", ".join(mine)
+            self.lab.record(text, when=when, source="sim", **extra)
+        return hook
+
+    def _start_sim(self):
+        self.sim.storage_probe = lambda dc: self.storage_answers(_server_of(dc))
+        dispatch = self.sim.dispatch
+
+        def counted(method, params, ctx=None):
+            """Every wire call passes here (Simulator._handle): note the ones that change the host."""
+            when = self.lab.now()
+            answer = dispatch(method, params, ctx)
+            if method in COUNTED_CALLS:
+                self.lab.xapi_call(when, method, answer.get("Status") == "Success")
+            return answer
+        self.sim.dispatch = counted  # this run's simulator only
+        self.sim.start()
+
+    def kernel_missing(self):
+        """What of the config's addresses and routes the kernel lacks right now."""
+        return _missing(self.config, self.bridge_of, *self.kernel_state())
+
+    def info(self):
+        """What the JSON output says about this run's lab."""
+        return {"kernel": self.kind, "workdir": self.workdir, "agent_log": self.log_path,
+                "config": self.config.path if self.config else None,
+                "xapi_socket": self.sim.socket_path}
+
+
+class _FirewallVifs(object):
+    """The topology as netns.sim_hook drives it, with the plan's firewall addresses on each bridge
+    instead of netns.py's defaults."""
+
+    def __init__(self, topology, fw_by_bridge):
+        self.topology, self.fw_by_bridge = topology, fw_by_bridge
+
+    def vm_started(self, domid, bridge, device=0, gateway=True):
+        """Bridge and VIF as Topology.vm_started makes them; then this bridge's firewall addresses."""
+        from agent.lab.netns import fw_side_name
+        self.topology.vm_started(domid, bridge, device, gateway=False)
+        peer = fw_side_name(domid, device)
+        lines = ["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
+                 for text in self.fw_by_bridge.get(bridge, ())]
+        if lines:
+            self.topology.ip("fw", batch=lines)
+
+    def vm_stopped(self, domid, bridge, device=0):
+        """As Topology.vm_stopped."""
+        self.topology.vm_stopped(domid, bridge, device)
+
+
+class NetnsEnv(_Env):
+    """The real kernel: namespaces dom0/fw/lan and the agent as its own process in dom0."""
+
+    kind = NAMESPACES
+
+    def __init__(self, plan, workdir, lab):
+        _Env.__init__(self, plan, workdir, lab)
+        self.topology = self.netns.Topology()
+        self.agent = None
+        self.agent_command = "ip netns exec %s %s -m agent run --config agent.toml" % (
+            self.topology.dom0, os.path.basename(sys.executable))
+
+    def open(self):
+        """Namespaces, the storage targets in lan, the VM hook, the simulator."""
+        try:
+            self.topology.create()
+        except self.netns.TopologyError as exc:
+            raise NetnsUnavailable(str(exc))
+        self._wire_storage("add")
+        self._wait_lan_v6()
+        self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
+            _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.plan.uplinks),
+            is_internal=lambda b: b in self.fw_by_bridge)))
+        self._start_sim()
+
+    def _wire_storage(self, verb):
+        """The plan's storage targets on lan's eth0 (besides its own address), routed by fw."""
+        lan, fw = [], []
+        for text in self.plan.storage:
+            ip = ipaddress.ip_address(text)
+            base = self.netns.LAN4 if ip.version == 4 else self.netns.LAN6
+            if text == base.split("/")[0]:
+                continue
+            lan.append("addr %s %s/%d dev eth0%s" % (verb, ip, ip.max_prefixlen,
+                                                     " nodad" if ip.version == 6 else ""))
+            if ip not in ipaddress.ip_interface(base).network:
+                fw.append("route replace %s/%d via %s" % (ip, ip.max_prefixlen, base.split("/")[0]))
+        for role, lines in (("lan", lan), ("fw", fw)):
+            if lines:
+                self.topology.ip(role, batch=lines)
+
+    def _wait_lan_v6(self):
+        """With IPv6 storage, the storage LAN must answer before the rehearsal starts: on the new
+        fw-lan link neighbour discovery works only after lan's link-local address passed DAD
+        (about 1 s); each try is one echo with a 0.2 s timeout, up to the deadline."""
+        if all(ipaddress.ip_address(t).version == 4 for t in self.plan.storage + (self.plan.ping_target,)):
+            return
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while not self._ping("fw", self.netns.LAN6.split("/")[0], timeout=0.2):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the storage LAN did not answer IPv6 from %s within %.0f s"
+                                   % (self.topology.fw, WAIT_TIMEOUT))
+
+    def _ping(self, role, target, timeout=1.0):
+        """True when one ICMP echo from namespace ``role`` to ``target`` is answered."""
+        import subprocess
+        argv = ["ip", "netns", "exec", self.topology.ns(role), sys.executable, "-c", _ICMP_ECHO,
+                target, str(timeout)]
+        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=_child_env()) == 0
+
+    def storage_answers(self, server):
+        """For the simulator's PBD.plug: does the storage server answer a ping from dom0?"""
+        return not server or self._ping("dom0", server)
+
+    def storage_down(self):
+        """The storage server leaves the network (its link goes down)."""
+        self.topology.ip("lan", "link", "set", "eth0", "down")
+
+    def storage_up(self):
+        """The storage server is back: link up; addresses and default routes as before.
+
+        Both ends forget their failed neighbour entries, as the gratuitous ARP of a server
+        coming up makes them do; otherwise the first probes after its return go unanswered.
+        """
+        self.topology.ip("lan", batch=[
+            "link set eth0 up", "addr replace %s dev eth0" % self.netns.LAN4,
+            "addr replace %s dev eth0 nodad" % self.netns.LAN6,  # v6 addresses go with the link
+            "route replace default via %s" % self.netns.FW_LAN4.split("/")[0],
+            "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
+            "neigh flush dev eth0"])
+        self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
+        self._wire_storage("replace")
+
+    def flush(self):
+        """networkd-style: flush the bridges' addresses and the default routes, then networkd
+        re-adds only its own management address."""
+        links = self.topology.links("dom0")
+        self.topology.ip("dom0", batch=["addr flush dev %s" % self.netns.MGMT_BRIDGE] + [
+            "addr flush dev %s" % b for b in self.bridges() if b in links] + ["route flush default"])
+        self.topology.ip("dom0", "-6", "route", "flush", "default")
+        self.topology.ip("dom0", "addr", "add", self.netns.MGMT_ADDRESS, "dev", self.netns.MGMT_BRIDGE)
+
+    def kernel_state(self):
+        """(addresses [(ifname, "a/p")], default routes [(family, gateway, ifname)]) in dom0."""
+        addresses = [(w[1], w[3]) for w in (line.split() for line in self.topology.ip(
+            "dom0", "-o", "addr", "show").splitlines()) if len(w) > 3 and w[2] in ("inet", "inet6")]
+        routes = []
+        for family in (4, 6):
+            for line in self.topology.ip("dom0", "-%d" % family, "route", "show", "default").splitlines():
+                w = line.split()
+                if "via" in w and "dev" in w:
+                    routes.append((family, w[w.index("via") + 1], w[w.index("dev") + 1]))
+        return addresses, routes
+
+    def ping(self, target):
+        """ICMP echo from dom0 through the firewall (3 tries: neighbours may be cold after a flush)."""
+        tries, ok = 0, False
+        while not ok and tries < 3:
+            tries += 1
+            ok = self._ping("dom0", target)
+        return {"ok": ok, "from": "dom0 (%s)" % self.topology.dom0, "target": target,
+                "how": "ICMP echo, 1 s timeout, %d %s" % (tries, "try" if tries == 1 else "tries")}
+
+    def start_agent(self):
+        """`agent run` as its own process inside dom0; its output goes to agent.log."""
+        import subprocess
+        with open(self.log_path, "ab") as log:
+            self.agent = subprocess.Popen(
+                ["ip", "netns", "exec", self.topology.dom0, sys.executable, "-m", "agent", "run",
+                 "--config", self.config.path], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.workdir, env=_child_env())
+
+    def agent_alive(self):
+        """True until the agent process has exited."""
+        return self.agent is None or self.agent.poll() is None
+
+    def stop_agent(self):
+        """SIGTERM, as systemd does; wait; check the config's addresses and routes remain."""
+        import subprocess
+        if self.agent is None:
+            return None
+        code = self.agent.poll()
+        if code is None:
+            self.agent.send_signal(signal.SIGTERM)
+            try:
+                code = self.agent.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+        missing = self.kernel_missing()
+        return {"how": "SIGTERM", "exit": code, "networking_left_in_place": not missing,
+                "missing": missing}
+
+    def close(self):
+        """Agent (if it still runs), simulator, namespaces: each step even if another fails."""
+        for step in (self._kill_agent, self.sim.stop, self.topology.cleanup):
+            try:
+                step()
+            except Exception as exc:
+                sys.stderr.write("agent lab: while cleaning up: %s, continuing\n" % exc)
+
+    def _kill_agent(self):
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.kill()
+            self.agent.wait()
+
+    def info(self):
+        """As _Env.info, with the namespaces and the agent process."""
+        out = _Env.info(self)
+        out.update({"namespaces": [self.topology.dom0, self.topology.fw, self.topology.lan],
+                    "agent_pid": self.agent.pid if self.agent else None,
+                    "agent_command": self.agent_command})
+        return out
