@@ -5,7 +5,10 @@ succeeds only while a real ping from dom0 reaches the NFS server, namespaces, th
 `agent run`, probe_interval 0.5 s). For each run: the storage server loses its way back
 (its default route is deleted), the PBD is unplugged, and after a random 1-3 s the route
 returns at time T. Measured from T:
-  agent:  until the simulator's PBD is attached (polled every 5 ms from sim.state());
+  agent:  until the agent's PBD.plug reaches the simulator ("plug requested": the agent's
+          part), and until the simulator's PBD is attached (polled every 5 ms from
+          sim.state(); includes the simulator's own check that storage answers, one ICMP echo
+          from dom0 by a child interpreter, as PBD.plug's mount would be on a host);
   serial: a thread doing what vif-ip-binder did (one ICMP echo with a 5 s timeout, again
           and again, from dom0) until its first answer after T -- when it would plug.
 Both run in the same window on the same target.
@@ -47,14 +50,27 @@ def attached(host):
     return host.sim.state()["srs"][SR]["attached"]
 
 
+def note_plug_calls(host):
+    """Record when each PBD.plug call reaches the simulator (monotonic times)."""
+    calls, dispatch = [], host.sim.dispatch
+
+    def noting(method, params, ctx=None):
+        if method == "PBD.plug":
+            calls.append(time.monotonic())
+        return dispatch(method, params, ctx)
+    host.sim.dispatch = noting  # looked up per request by Simulator._handle
+    return calls
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rng = random.Random(1)
-    agent_delays, serial_delays = [], []
+    agent_delays, requested_delays, serial_delays = [], [], []
     with Host() as host:
+        plug_calls = note_plug_calls(host)
         host.start_agent()
         host.wait_state("WAITING_VM")
         host.sim.vm_start("pfsense")
@@ -71,19 +87,21 @@ def main():
             while not attached(host):
                 time.sleep(0.005)
             agent_delays.append(time.monotonic() - start)
+            requested_delays.append(min(t for t in plug_calls if t >= start) - start)
             while answered[0] is None and time.monotonic() - start < 12:
                 time.sleep(0.01)
             stop.set()
             prober.join(10)
             if answered[0] is not None:
                 serial_delays.append(answered[0] - start)
-    result = {"agent": summary(agent_delays, 1), "serial_5s_prober": summary(serial_delays, 1),
+    result = {"agent": summary(agent_delays, 1), "agent_plug_requested": summary(requested_delays, 1),
+              "serial_5s_prober": summary(serial_delays, 1),
               "probe_interval_s": 0.5}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print("storage answers -> PBD plugged (agent) / first answer (serial 5 s prober)")
-        for key in ("agent", "serial_5s_prober"):
+        for key in ("agent", "agent_plug_requested", "serial_5s_prober"):
             print("  %-18s %s" % (key, json.dumps(result[key], sort_keys=True)))
 
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -127,3 +129,26 @@ def test_import_legacy_prints_valid_toml_and_drops_the_password(tmp_path):
 def _strip_comments(text):
     from agent.legacy import strip_json_comments
     return strip_json_comments(text)
+
+
+INSTALLED = os.path.join(os.path.dirname(sys.executable), "agent")
+
+
+@pytest.mark.skipif(not os.path.exists(INSTALLED),
+                    reason="the `agent` console script is not installed next to this interpreter "
+                           "(`make test` installs it with `pip install .`)")
+def test_installed_console_script_outside_the_repository(tmp_path):
+    """After `pip install .`, the installed `agent` works from any directory: --version,
+    diagram --check against the committed diagrams, config validate of the example."""
+    def installed(*args):
+        proc = subprocess.Popen([INSTALLED] + list(args), cwd=str(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = installed("--version")
+    assert code == 0 and out.strip(), err
+    code, _, err = installed("diagram", "--check", "--out", os.path.join(ROOT, "docs", "diagrams"))
+    assert code == 0, err
+    code, out, err = installed("config", "validate", os.path.join(ROOT, "agent.toml.example"))
+    assert code == 0 and "valid" in out, err
