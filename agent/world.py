@@ -93,11 +93,16 @@ class XapiWorld(object):
 
 @attr.s(frozen=True, slots=True)
 class KernelView(object):
-    """Links, addresses ("ifname", "addr/prefix") and default routes (family, gateway, ifname)."""
+    """Links, addresses ("ifname", "addr/prefix") and default routes (family, gateway, ifname).
+
+    ``read_at``: time.monotonic() when the read began, where the reader knows it (the netlink
+    reader does); a view begun before the agent's own change cannot show that change yet.
+    """
 
     links = attr.ib(default=frozenset(), converter=frozenset)
     addresses = attr.ib(default=frozenset(), converter=frozenset)
     routes = attr.ib(default=frozenset(), converter=frozenset)
+    read_at = attr.ib(default=None, eq=False, repr=False)
 
 
 def diff_views(before, after):

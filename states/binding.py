@@ -36,7 +36,7 @@ def ensure_addresses(ctx, wanted):
             failures.append(str(e))
             ctx.effect("add %s on %s" % (iface, ifname), "failed: %s" % e, ok=False)
             continue
-        ctx.facts.addresses.add((ifname, interface_text(iface)))
+        ctx.facts.wrote_address(ifname, interface_text(iface), ctx.clock.monotonic())
         if result != "present":
             ctx.effect("add %s on %s" % (iface, ifname), result)
     return failures

@@ -30,7 +30,7 @@ def ensure_routes(ctx):
             failures.append(str(e))
             ctx.effect("default via %s dev %s" % (gateway, bridge), "failed: %s" % e, ok=False)
             continue
-        ctx.facts.routes.add((family, str(gateway), bridge))
+        ctx.facts.wrote_route((family, str(gateway), bridge), ctx.clock.monotonic())
         if result != "present":
             ctx.effect("default via %s dev %s" % (gateway, bridge), result)
     return failures

@@ -258,3 +258,42 @@ def test_a_burst_of_kernel_views_is_decided_once():
         w.agent.post(ev.KernelChanged(view, ()))
     assert w.agent.run_pending() == 1
     assert len(w.report.transitions) == n
+
+
+def test_a_view_read_before_the_agents_own_change_is_no_drift():
+    """The watcher reads, the agent adds an address, then handles the older read: that read
+    cannot show the address yet, so it is no address_lost (no transition, nothing re-added)."""
+    import attr
+    w = MemWorld(vm_running=False)
+    w.settle_until("WAITING_VM")
+    w.net.post = lambda e: None                      # the watcher's reads come from this test
+    w.xapi.set_power("pfsense", "Running")           # the bridge appears
+    began = w.clock.now
+    w.clock.now += 0.5
+    w.agent.post(ev.KernelChanged(attr.evolve(w.net.read_view(), read_at=began), ()))
+    w.settle_until("HEALTHY")                        # bound and routed after ``began``
+    n = len(w.report.transitions)
+    adds = [c for c in w.net.calls if c[0] == "ensure_address"]
+    older = attr.evolve(w.net.read_view(), addresses=[a for a in w.net.read_view().addresses
+                                                      if a[0] != BRIDGE], routes=(), read_at=began)
+    w.agent.post(ev.KernelChanged(older, ()))        # a second read begun before the change
+    w.agent.run_pending()
+    assert w.agent.state == "HEALTHY" and len(w.report.transitions) == n
+    assert [c for c in w.net.calls if c[0] == "ensure_address"] == adds
+
+
+def test_a_view_read_after_the_agents_change_is_the_truth():
+    """A read begun after the agent's change that lacks the address means someone removed it:
+    drift, and the address is restored."""
+    import attr
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.post = lambda e: None
+    w.net.remove_address(BRIDGE, "192.0.2.2/24")
+    w.net.post = w.agent.post
+    w.clock.now += 1.0
+    n = len(w.report.transitions)
+    w.agent.post(ev.KernelChanged(attr.evolve(w.net.read_view(), read_at=w.clock.now), ()))
+    w.agent.run_pending()
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
+    assert w.report.transitions[n]["trigger"] == "address_lost"

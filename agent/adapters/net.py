@@ -12,6 +12,9 @@ import errno
 import ipaddress
 import os
 import socket
+import time
+
+import attr
 
 from agent.adapters import rtnl
 from agent.ports import Net, NetError
@@ -187,8 +190,9 @@ class PyrouteNet(Net):
             return (list(ipr.get_links()), list(ipr.get_addr()),
                     list(ipr.get_routes(family=socket.AF_INET)),
                     list(ipr.get_routes(family=socket.AF_INET6)))
+        began = time.monotonic()
         links, addrs, routes4, routes6 = self._call("read links, addresses and routes", dump)
-        return view_from_dumps(links, addrs, ((4, routes4), (6, routes6)))
+        return attr.evolve(view_from_dumps(links, addrs, ((4, routes4), (6, routes6))), read_at=began)
 
 
 def _default_hops(msg):
