@@ -76,12 +76,12 @@ class KernelHost(Host):
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def start_healthy(host):
-    """The agent up, the firewall running, the SR plugged: HEALTHY with everything in place."""
+def start_healthy(host, state="HEALTHY"):
+    """The agent up, the firewall running, the SR plugged: ``state`` with everything in place."""
     host.start_agent()
     host.wait_state("WAITING_VM", deadline=DEADLINE)
     host.sim.vm_start(FIREWALL)
-    host.wait_state("HEALTHY", deadline=DEADLINE)
+    host.wait_state(state, deadline=DEADLINE)
     wait_until(lambda: not inv.missing(host), timeout=DEADLINE,
                message="the configured addresses and routes after the first bind")
 
@@ -376,12 +376,7 @@ def test_flush_while_probing_storage():
         host.topology.ip("lan", "route", "del", "default")
         inv.plant_foreign(host)
         plant_keep(host)
-        host.start_agent()
-        host.wait_state("WAITING_VM", deadline=DEADLINE)
-        host.sim.vm_start(FIREWALL)
-        host.wait_state("SR_PROBING", deadline=DEADLINE)
-        wait_until(lambda: not inv.missing(host), timeout=DEADLINE,
-                   message="the configured addresses and routes before the flush")
+        start_healthy(host, state="SR_PROBING")
         bridge = inv.sspn_bridge(host)
         before = time.time()
         host.topology.ip("dom0", batch=flush_lines(bridge))
