@@ -132,6 +132,11 @@ class Agent(object):
         self._settle("config_reloaded", event)
 
     def _drift(self):
+        if self.facts.world is None:
+            # XAPI has not resolved the labels yet: no bridge is known, so no drift either
+            # (BOOTING's own work keeps the management mirror). Without this a lost mirror took
+            # a DEGRADED-from-BOOTING agent to BINDING, dropping its `xapi` reason.
+            return None
         for trigger in m.DRIFT_TRIGGERS:
             if m.allowed(self.state, trigger) and guards.drift(trigger, self.config, self.facts,
                                                                   self.mgmt_bridge):

@@ -65,6 +65,11 @@ class NetWatcher(abc.ABC):
         """Stop the thread and close its socket."""
 
 
+# The first word of an ActionDone error for an action the Xapi port did not send (XAPI known
+# down, or the call before it lost the connection): no failure of the action itself.
+UNSENT = "XAPI unreachable"
+
+
 class Xapi(abc.ABC):
     """XAPI, asynchronously: a watcher that posts world events, and a worker that runs actions."""
 

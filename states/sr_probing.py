@@ -12,6 +12,7 @@ import attr
 
 from agent import desired
 from agent import events as ev
+from agent.ports import UNSENT
 from agent.world import ListAutostart, PlugPbd, StartVm
 
 NAME = "SR_PROBING"
@@ -31,7 +32,12 @@ def handle_event(ctx, event):
         sr = by_key[event.key]
         pbd = facts.pbds.get(sr.uuid)
         targets = ", ".join(t for t, _ok in event.results)
-        if event.answered():
+        if event.answered() and not facts.xapi_up:
+            # Storage is back but XAPI is not: no plug to fail against the SR's budget; probe
+            # again next round (XapiConnected brings a resync, then this round's answer).
+            ctx.effect("probe %s (%s)" % (event.key, targets), "answered; XAPI unreachable, plug waits")
+            ctx.arm("probe:" + event.key, ctx.next_probe_in(event.key))
+        elif event.answered():
             ctx.effect("probe %s (%s)" % (event.key, targets), "answered")
             if pbd is not None and not pbd.attached:
                 ctx.request(PlugPbd(pbd.ref, sr.uuid))
@@ -48,6 +54,10 @@ def handle_event(ctx, event):
             ctx.retries[key].succeeded()
             ctx.clear_reason(key)
             ctx.effect("PBD.plug %s" % key, "ok")
+        elif event.error and str(event.error[0]).startswith(UNSENT):
+            # Never reached XAPI (the adapter knew it was down): not the SR's failure.
+            ctx.effect("PBD.plug %s" % key, "not sent: %s" % " ".join(event.error), ok=False)
+            ctx.arm("probe:" + key, ctx.next_probe_in(key))
         else:
             error = " ".join(event.error)
             delay = ctx.retries[key].failed(error)

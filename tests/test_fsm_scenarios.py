@@ -297,3 +297,38 @@ def test_a_view_read_after_the_agents_change_is_the_truth():
     w.agent.run_pending()
     assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
     assert w.report.transitions[n]["trigger"] == "address_lost"
+
+
+def test_storage_answering_while_xapi_is_down_spends_no_sr_budget():
+    """A toolstack restart while a PBD waits: storage answers, but no plug is sent to a XAPI
+    known to be down, nothing counts against sr:<uuid>; plugged once XAPI is back."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    before = len(w.xapi.calls)
+    w.xapi.set_pbd(SR, False)
+    w.xapi.up = False
+    w.agent.post(ev.XapiLost("connection refused"))
+    w.settle(max_time=600.0)                          # many probe rounds, all answered
+    plugs = [c for c in w.xapi.calls[before:] if isinstance(c[0], PlugPbd)]
+    assert w.agent.state == "SR_PROBING" and not w.agent.reasons and plugs == []
+    w.xapi.up = True
+    w.xapi.connect()
+    w.settle_until("HEALTHY")
+    assert w.xapi.pbd_attached[SR]
+
+
+def test_no_drift_before_xapi_ever_answered():
+    """DEGRADED from BOOTING (XAPI never answered): a lost management mirror is no reason to
+    move on to BINDING -- no bridge is known -- and the `xapi` reason stays."""
+    w = MemWorld(start=False)
+    w.xapi.up = False
+    w.boot()
+    for _ in range(3):
+        w.xapi.connect()
+        w.settle()
+    assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
+    n = len(w.report.transitions)
+    w.net.remove_address(MGMT, "192.0.2.2/32")
+    w.agent.run_pending()
+    assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
+    assert [t["to"] for t in w.report.transitions[n:]] == []

@@ -12,7 +12,7 @@ import ipaddress
 import attr
 
 from agent import events as ev
-from agent.ports import Clock, Net, NetError, Prober, Report, Xapi
+from agent.ports import UNSENT, Clock, Net, NetError, Prober, Report, Xapi
 from agent.world import BindingView, HostView, KernelView, PbdView, VmView, XapiWorld, diff_views
 
 
@@ -231,7 +231,7 @@ class MemoryXapi(Xapi):
                            tuple(sorted(vm.name for vm in self.vms.values()
                                         if vm.uplink_bridge and vm.power_state == "Running"))))
         if not self.up:
-            self.post(ev.ActionDone(action, False, ["connection refused"]))
+            self.post(ev.ActionDone(action, False, ["%s: connection refused" % UNSENT]))
             return
         handler = getattr(self, "_do_" + action.kind)
         ok, error, value = handler(action)

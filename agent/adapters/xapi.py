@@ -23,7 +23,7 @@ from agent.adapters.xapi_transport import (XapiConnection, describe_error, endpo
 from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, events_of,
                                        list_autostart, read_world)
 from agent.events import ActionDone, XapiConnected, XapiLost
-from agent.ports import Xapi
+from agent.ports import UNSENT, Xapi
 from agent.timers import Retry
 from agent import world as w
 
@@ -252,43 +252,63 @@ class XapiAdapter(Xapi):
                 action = self._actions.get()
                 if action is _STOP:
                     break
-                self._emit(self._run(conn, action))
+                done, unsent = self._run(conn, action)
+                # Actions queued behind this one would meet the same dead connection: fail them
+                # unsent, answered after this one (one ActionDone per request, in order); what
+                # the machine requests on seeing this one's failure is tried.
+                behind = self._take_queued() if unsent is not None else []
+                self._emit(done)
+                self._fail(behind, unsent)
         finally:
             conn.logout(timeout=min(LOGOUT_TIMEOUT, conn.call_timeout))
             self._fail_queued(["agent stopping"])
 
     def _run(self, conn, action):
-        """Run one action; always returns its ActionDone."""
+        """Run one action: (its ActionDone, the error for the actions queued behind it or None).
+
+        The second is set after a transport error: those actions would meet the same dead
+        connection and are failed unsent.
+        """
         if self._stopping.is_set():
-            return ActionDone(action, False, ["agent stopping"])
+            return ActionDone(action, False, ["agent stopping"]), None
         if not isinstance(action, _ACTIONS):
-            return ActionDone(action, False, ["unknown XAPI action %r" % (action,)])
+            return ActionDone(action, False, ["unknown XAPI action %r" % (action,)]), None
         lost = self._lost
         if lost is not None:
             # The watcher cannot reach XAPI: fail at once rather than hold actions (they are
             # retried by the machine after the next XapiConnected).
-            return ActionDone(action, False, ["XAPI unreachable: %s" % lost])
+            return ActionDone(action, False, ["%s: %s" % (UNSENT, lost)]), None
         try:
             conn.ensure_login()
             value = self._execute(conn, action)
         except Exception as exc:
             error = error_details(exc) or [_error_text(exc, conn.endpoint)]
             log.debug("%s failed: %s", getattr(action, "kind", action), " ".join(error))
-            if is_transport_error(exc) and not self._stopping.is_set():
-                # Actions queued behind this one would meet the same dead connection.
-                self._fail_queued(error)
-            return ActionDone(action, False, error)
-        return ActionDone(action, True, (), value)
+            unsent = None
+            if is_transport_error(exc):
+                # The queued actions get "XAPI unreachable", as when the watcher has lost XAPI,
+                # never this call's own error (else the trace showed a PBD.plug timing out that
+                # never reached XAPI: the PublishState queued before it had).
+                unsent = ["%s: %s" % (UNSENT, " ".join(error))]
+            return ActionDone(action, False, error), unsent
+        return ActionDone(action, True, (), value), None
 
     def _fail_queued(self, error):
         """Answer every action already queued with ``error`` (keeps a queued stop marker)."""
+        self._fail(self._take_queued(), error)
+
+    def _take_queued(self):
+        """Take every action queued right now off the queue."""
         pending = []
         while True:
             try:
                 pending.append(self._actions.get_nowait())
             except queue.Empty:
-                break
-        for action in pending:
+                return pending
+
+    def _fail(self, actions, error):
+        """Answer ``actions`` (taken off the queue) with ``error``; a stop marker goes back."""
+        for action in actions:
             if action is _STOP:
                 self._actions.put(_STOP)
             elif not self._stopping.is_set():

@@ -139,6 +139,23 @@ def test_slow_xapi_times_out_then_recovers(sim, start_adapter):
     assert recorder.wait_kind("action_done").ok is True
 
 
+def test_actions_queued_behind_a_timed_out_call_fail_unsent(sim, start_adapter):
+    """A call that gets no answer fails the actions queued behind it at once, and their error
+    says XAPI was unreachable: they were never sent (the watcher has not noticed anything yet,
+    its event.from outlasts the call timeout)."""
+    adapter, recorder = start_adapter(call_timeout=0.3, event_timeout=5.0)
+    world = recorder.wait_kind("xapi_connected").world
+    sim.set_latency(1.0)
+    first, second = w.EnableHost(world.host.ref), w.ListAutostart()
+    adapter.request(first)
+    adapter.request(second)
+    done = [recorder.wait_kind("action_done") for _ in range(2)]
+    assert [d.action for d in done] == [first, second]
+    assert [d.ok for d in done] == [False, False]
+    assert done[0].error[0].startswith("no answer within the call timeout")
+    assert list(done[1].error) == ["XAPI unreachable: " + done[0].error[0]]
+
+
 def test_missing_socket_posts_xapi_lost_and_fails_actions(scratch_dir, sim, start_adapter):
     """With no socket at the configured path the watcher posts XapiLost per attempt (naming the
     path) and keeps retrying; queued actions fail promptly instead of waiting."""
