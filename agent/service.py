@@ -14,6 +14,7 @@ import time
 from agent import config as cfgmod
 from agent import events as ev
 from agent import snapshot
+from agent import status as status_mod
 from agent.adapters.files import FileReport
 from agent.core import Agent
 from agent.notify import Notifier
@@ -81,6 +82,13 @@ class Service(object):
         self.prober, self.xapi = adapters["prober"], adapters["xapi"]
         self.agent = Agent(self.config, self.net, self.xapi, self.prober, SystemClock(), report,
                            mgmt_bridge=management_bridge(self.config), rng=self.rng)
+        carried = status_mod.carried_over(files.status)
+        if carried["autostart_done"] or carried["host_fixed"]:
+            self.agent.facts.autostart_done = carried["autostart_done"]
+            self.agent.facts.host_fixed = carried["host_fixed"]
+            log.info("taking over from the previous agent of this boot (%s): autostart done %s, "
+                     "host re-enabled by the agent %s", files.status, carried["autostart_done"],
+                     carried["host_fixed"])
         for event in posts:
             self.agent.post(event)
         if hasattr(self.prober, "post"):

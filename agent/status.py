@@ -45,6 +45,22 @@ def read(path=DEFAULT_PATH):
         return None
 
 
+def carried_over(path):
+    """What a restarted agent (crash, SIGKILL, upgrade) takes over from the status file its
+    predecessor wrote in this boot: {"autostart_done": bool, "host_fixed": bool}.
+
+    autostart_done: the once-per-boot autostart must not start again the VMs an operator has
+    stopped since. host_fixed: the agent re-enabled a locked-out host, so it still owes the
+    host its uplink VMs (killed between host.enable and VM.start, the successor would
+    otherwise wait for a firewall nobody starts). Another boot's file carries nothing.
+    """
+    status = read(path)
+    if not status or not status.get("boot_id") or status.get("boot_id") != boot_id():
+        return {"autostart_done": False, "host_fixed": False}
+    return {"autostart_done": bool(status.get("autostart_done")),
+            "host_fixed": bool((status.get("host") or {}).get("fixed_by_agent"))}
+
+
 def is_running(status):
     """True when the process that wrote ``status`` still runs (same boot, live pid)."""
     if not status or not status.get("pid"):

@@ -16,6 +16,21 @@ class TraceFile(object):
         directory = os.path.dirname(path)
         if directory and not os.path.isdir(directory):
             os.makedirs(directory, 0o750)
+        self._end_torn_line()
+
+    def _end_torn_line(self):
+        """An agent killed mid-write left a line without its newline: end it, so that the
+        first record of this run is not glued to it (read() skips the torn line alone)."""
+        try:
+            with open(self.path, "rb+") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        except OSError:
+            pass  # no file yet
 
     def append(self, record):
         """Write one record (a dict) as a line; rotate first when the file is full."""

@@ -136,10 +136,11 @@ class Host(object):
             f.write(text)
         return self.config_path
 
-    def start_agent(self):
-        """`python -m agent run` inside dom0, logging to agent.log in the run directory."""
+    def start_agent(self, append=False):
+        """`python -m agent run` inside dom0, logging to agent.log in the run directory
+        (``append``: after the log of the previous agent, as for a restart)."""
         self.write_config()
-        log = open(os.path.join(self.dir, "agent.log"), "w")
+        log = open(os.path.join(self.dir, "agent.log"), "a" if append else "w")
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.agent = subprocess.Popen(["ip", "netns", "exec", self.topology.ns("dom0"), sys.executable,
