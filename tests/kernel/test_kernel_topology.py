@@ -110,7 +110,7 @@ def test_sigterm_removes_namespaces():
     try:
         assert len(namespaces_with_prefix(prefix + "-")) == 3
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)   # not communicate(): closing stdin would race the signal
         assert proc.returncode == -signal.SIGTERM
         assert namespaces_with_prefix(prefix + "-") == []
     finally:
@@ -132,8 +132,11 @@ def test_sigint_removes_namespaces_and_raises_keyboardinterrupt():
     """)
     try:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-        assert "KeyboardInterrupt" in out
+        # Wait before reading: communicate() would close the child's stdin, and its read()
+        # could return at EOF before the signal's handler ran (seen once in CI).
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
+        assert "KeyboardInterrupt" in out, proc.stderr.read()
         assert namespaces_with_prefix(prefix + "-") == []
     finally:
         if proc.poll() is None:
