@@ -14,7 +14,7 @@ Python < 3.8), and the same set as a 3.6 build machine.
 
 Everything runs from inside the zip: every dependency is pure Python and reads no data file
 through ``__file__`` (checked for pyroute2 0.8.1, transitions 0.9.3, icmplib 2.1.1, XenAPI,
-attrs, tomli, six); our own data (datamodel.txt, scenarios, the unit, agent.toml.example) is
+attrs, tomli, six); our own data (datamodel.txt, the simulated hosts, the unit, agent.toml.example) is
 read with ``pkgutil.get_data``, which works from a zip. Sources are compiled at import (no
 .pyc in the zip; zipimport cannot write them): about 0.7 s once for `agent run` on 3.6.
 

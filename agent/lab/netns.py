@@ -329,7 +329,11 @@ def _register(topology):
         if not _previous and threading.current_thread() is threading.main_thread():
             _handler_pid[:] = [os.getpid()]
             for signum in _SIGNALS:
-                _previous[signum] = signal.signal(signum, _on_signal)
+                # An ignored signal stays ignored (e.g. SIGINT of a job started with `&` by a
+                # non-interactive shell): it will not end the process, so it must not remove
+                # the namespaces from under it either.
+                if signal.getsignal(signum) != signal.SIG_IGN:
+                    _previous[signum] = signal.signal(signum, _on_signal)
 
 
 def _unregister(topology):

@@ -1,7 +1,7 @@
 """What `agent lab` rehearses: the simulated host (a plan) and the scenarios driven against it.
 
 A ``HostPlan`` says which simulated host the lab builds and which agent config it runs: the
-default plan is the host of agent.toml.example (agent/lab/scenarios/default.toml); ``plan_for``
+default plan is the host of agent.toml.example (agent/lab/hosts/default.toml); ``plan_for``
 derives one from an operator's own agent.toml. Each scenario is a function of a ``Lab`` (one
 run: simulator, kernel side, agent) that injects faults through ``sim.*`` and the network and
 waits on the agent's status file and trace with deadlines. Python 3.6 compatible.

@@ -88,7 +88,10 @@ def test_initial_wiring(topology):
 def _run_child(body):
     """Start a Python child that builds a Topology, prints its prefix and waits; return (proc, prefix)."""
     script = textwrap.dedent("""
-        import sys
+        import signal, sys
+        # A job started with `&` by a non-interactive shell (CI runners) inherits SIGINT
+        # ignored; these children are about the default Python handler behind ours.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, %r)
         from agent.lab.netns import Topology
         topo = Topology().create()
@@ -238,3 +241,29 @@ def test_sim_hook_limited_to_named_vms(topology):
     assert "xapi0" not in topology.link_names("dom0")
     hook("fw", {}, 3, ["xapi0"], "Halted", "Running")
     assert "vif3.0" in topology.link_names("dom0")
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A process that ignores SIGINT keeps running on one, and keeps its namespaces: the
+    handler is installed only over a disposition that would end the process."""
+    proc, prefix = _run_child("""
+        topo.cleanup()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        topo = Topology().create()
+        print(topo.prefix, flush=True)
+        print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN, flush=True)
+        sys.stdin.readline()
+        print(len(topo.namespaces), flush=True)
+    """)
+    try:
+        assert proc.stdout.readline().strip() == "True"   # still ignored after create()
+        proc.send_signal(signal.SIGINT)          # SIG_IGN: the kernel drops it at once
+        assert len(namespaces_with_prefix(prefix + "-")) == 3
+        out, _ = proc.communicate("go\n", timeout=30)
+        assert out.strip() == "3" and proc.returncode == 0   # a handler would have emptied it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for name in namespaces_with_prefix(prefix + "-"):
+            subprocess.call(["ip", "netns", "del", name])

@@ -17,7 +17,7 @@ from tests.sim.conftest import make_socket_dir, sim, sim_factory, xenapi_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "agent.toml.example")
-DEFAULT_SCENARIO = os.path.join(ROOT, "agent", "lab", "scenarios", "default.toml")
+DEFAULT_SCENARIO = os.path.join(ROOT, "agent", "lab", "hosts", "default.toml")
 NFS_SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 NETNS_REASON = "needs root and iproute2 `ip` to create a network namespace"
 

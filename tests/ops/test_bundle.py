@@ -79,7 +79,7 @@ def test_bundle_holds_the_floor_set_and_our_packages(built):
         main = archive.read("__main__.py").decode("utf-8")
     for required in ("agent/cli.py", "states/__init__.py", "agent/agent.toml.example",
                      "agent/lab/systemd/sspn-agent.service", "agent/lab/xapi/datamodel.txt",
-                     "agent/lab/scenarios/default.toml", "pyroute2/__init__.py", "XenAPI/__init__.py"):
+                     "agent/lab/hosts/default.toml", "pyroute2/__init__.py", "XenAPI/__init__.py"):
         assert required in names, required
     assert not [n for n in names if n.endswith((".pyc", ".pyo", ".so")) or "__pycache__" in n]
     assert "from agent.cli import main" in main

@@ -18,7 +18,7 @@ from tests.sim.conftest import make_socket_dir, sim, sim_factory, xenapi_session
 
 NFS_SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 DEFAULT_SCENARIO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "agent", "lab", "scenarios", "default.toml")
+    os.path.abspath(__file__)))), "agent", "lab", "hosts", "default.toml")
 
 # Short timings so the suite stays fast: event.from returns every second, backoff 0.05..0.5 s.
 TIMING = dict(call_timeout=2.0, event_timeout=1.0, backoff_base=0.05, backoff_cap=0.5)

@@ -53,7 +53,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help="also listen on 127.0.0.1:PORT (0 picks a free port)")
     parser.add_argument("--scenario", default=None,
-                        help="scenario TOML file (default: agent/lab/scenarios/default.toml)")
+                        help="scenario TOML file (default: agent/lab/hosts/default.toml)")
     args = parser.parse_args(argv)
     return serve_forever(args.socket, port=args.port, scenario_path=args.scenario)
 

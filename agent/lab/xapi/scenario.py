@@ -1,6 +1,6 @@
 """Lab scenarios: a TOML description of the pool, host, networks, SRs and VMs to simulate.
 
-Layout (every key optional except names; see ``agent/lab/scenarios/default.toml``)::
+Layout (every key optional except names; see ``agent/lab/hosts/default.toml``)::
 
     [auth]      username, password           # checked for logins over TCP only
     [pool]      name_label, auto_poweron
@@ -228,8 +228,8 @@ def _check_references(scenario):
 def load_scenario(path=None):
     """Read a scenario TOML file; ``None`` gives the default scenario (agent.toml.example's host)."""
     if path is None:
-        raw = pkgutil.get_data("agent.lab", "scenarios/default.toml")
-        source = "agent/lab/scenarios/default.toml"
+        raw = pkgutil.get_data("agent.lab", "hosts/default.toml")
+        source = "agent/lab/hosts/default.toml"
     else:
         try:
             with open(path, "rb") as handle:
