@@ -82,6 +82,7 @@ class Agent(object):
         self._last_message = None
         self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
+        self.persist = None        # set by the service: writes the status file at once
         self._model = _Model(self)
         m.build_machine(self._model)
         self.stopped = False
@@ -247,6 +248,12 @@ class Agent(object):
         if action in self.facts.pending_actions:
             return False
         self.facts.pending_actions.add(action)
+        if action.kind == "enable_host" and not self.facts.host_enable_sent:
+            # The agent now owes the host its uplink VMs: on disk before XAPI acts, so that a
+            # successor after a crash in between still starts them (tests/faults/test_sigkill.py).
+            self.facts.host_enable_sent = True
+            if self.persist is not None:
+                self.persist()
         self.xapi.request(action)
         return True
 

@@ -34,6 +34,7 @@ class Facts(object):
         self.probe_results = {}    # key -> ProbeDone
         self.gateway_ok = False
         self.host_fixed = False    # this run called host.enable successfully
+        self.host_enable_sent = False  # this run asked for host.enable (persisted before the call)
         self.autostart_done = False
         self.autostart_queue = None  # list of groups (lists of VmView) while autostart runs
 

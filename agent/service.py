@@ -94,6 +94,8 @@ class Service(object):
         if hasattr(self.prober, "post"):
             self.prober.post = self.agent.post
         self.agent.reload_config = self._reload_config
+        agent = self.agent
+        agent.persist = lambda: agent.report.status(snapshot.build(agent))
         return self.agent
 
     def _reload_config(self):

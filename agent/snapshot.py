@@ -40,7 +40,7 @@ def build(agent):
         "blockers": states.module(agent.state).blockers(agent),
         "xapi": {"connected": facts.xapi_up, "error": facts.xapi_error},
         "host": {"enabled": facts.host.enabled if facts.host else None,
-                 "fixed_by_agent": facts.host_fixed},
+                 "fixed_by_agent": facts.host_fixed, "enable_sent": facts.host_enable_sent},
         "bridges": list(facts.bridges),
         "management_bridge": agent.mgmt_bridge,
         "addresses": addresses,

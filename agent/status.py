@@ -50,15 +50,17 @@ def carried_over(path):
     predecessor wrote in this boot: {"autostart_done": bool, "host_fixed": bool}.
 
     autostart_done: the once-per-boot autostart must not start again the VMs an operator has
-    stopped since. host_fixed: the agent re-enabled a locked-out host, so it still owes the
-    host its uplink VMs (killed between host.enable and VM.start, the successor would
-    otherwise wait for a firewall nobody starts). Another boot's file carries nothing.
+    stopped since. host_fixed: the agent re-enabled a locked-out host (or had sent host.enable:
+    that is written before the call), so it still owes the host its uplink VMs (killed between
+    host.enable and VM.start, the successor would otherwise wait for a firewall nobody
+    starts). Another boot's file carries nothing.
     """
     status = read(path)
     if not status or not status.get("boot_id") or status.get("boot_id") != boot_id():
         return {"autostart_done": False, "host_fixed": False}
+    host = status.get("host") or {}
     return {"autostart_done": bool(status.get("autostart_done")),
-            "host_fixed": bool((status.get("host") or {}).get("fixed_by_agent"))}
+            "host_fixed": bool(host.get("fixed_by_agent") or host.get("enable_sent"))}
 
 
 def is_running(status):

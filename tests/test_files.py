@@ -24,6 +24,10 @@ def test_a_restarted_agent_takes_over_only_from_this_boot(tmp_path):
     status.write_atomic(path, {"autostart_done": True, "host": {"fixed_by_agent": False},
                                "boot_id": status.boot_id()})
     assert status.carried_over(path) == {"autostart_done": True, "host_fixed": False}
+    status.write_atomic(path, {"autostart_done": False, "host": {"fixed_by_agent": False,
+                                                                  "enable_sent": True},
+                               "boot_id": status.boot_id()})   # killed before host.enable returned
+    assert status.carried_over(path) == {"autostart_done": False, "host_fixed": True}
     status.write_atomic(path, {"autostart_done": True, "host": {"fixed_by_agent": True},
                                "boot_id": "an-earlier-boot"})
     assert status.carried_over(path) == nothing

@@ -332,3 +332,18 @@ def test_no_drift_before_xapi_ever_answered():
     w.agent.run_pending()
     assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
     assert [t["to"] for t in w.report.transitions[n:]] == []
+
+
+def test_host_enable_intent_is_persisted_before_the_call():
+    """The status is written with enable_sent before host.enable reaches XAPI, so a successor
+    of an agent killed in between still owes the host its uplink VMs."""
+    w = MemWorld(vm_running=False, host_enabled=False, start=False)
+    order = []
+    w.agent.persist = lambda: order.append(("persist", w.agent.facts.host_enable_sent))
+    request = w.xapi.request
+    w.xapi.request = lambda action: (order.append(("xapi", action.kind)), request(action))
+    w.boot()
+    w.settle_until("HEALTHY")
+    first_enable = order.index(("xapi", "enable_host"))
+    assert ("persist", True) in order[:first_enable]
+    assert [o for o in order if o[0] == "persist"] == [("persist", True)]   # once per run
