@@ -175,8 +175,8 @@ def test_missing_label_degrades_with_a_reason_and_resumes_when_it_appears():
     w.settle_until("HEALTHY")
 
 
-def test_xapi_down_at_boot_degrades_then_recovers():
-    """XAPI refusing past the budget: DEGRADED "xapi"; when it answers, the machine resumes."""
+def degraded_from_booting():
+    """A world whose XAPI refused every connect past the budget: DEGRADED with reason xapi."""
     w = MemWorld(start=False)
     w.xapi.up = False
     w.boot()
@@ -184,6 +184,12 @@ def test_xapi_down_at_boot_degrades_then_recovers():
         w.xapi.connect()
         w.settle()
     assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
+    return w
+
+
+def test_xapi_down_at_boot_degrades_then_recovers():
+    """XAPI refusing past the budget: DEGRADED "xapi"; when it answers, the machine resumes."""
+    w = degraded_from_booting()
     w.xapi.up = True
     w.xapi.connect()
     w.settle_until("HEALTHY")
@@ -320,13 +326,7 @@ def test_storage_answering_while_xapi_is_down_spends_no_sr_budget():
 def test_no_drift_before_xapi_ever_answered():
     """DEGRADED from BOOTING (XAPI never answered): a lost management mirror is no reason to
     move on to BINDING -- no bridge is known -- and the `xapi` reason stays."""
-    w = MemWorld(start=False)
-    w.xapi.up = False
-    w.boot()
-    for _ in range(3):
-        w.xapi.connect()
-        w.settle()
-    assert w.agent.state == "DEGRADED" and "xapi" in w.agent.reasons
+    w = degraded_from_booting()
     n = len(w.report.transitions)
     w.net.remove_address(MGMT, "192.0.2.2/32")
     w.agent.run_pending()

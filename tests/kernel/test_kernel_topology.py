@@ -104,6 +104,15 @@ def _run_child(body):
     return proc, prefix
 
 
+def _reap(proc, prefix):
+    """Kill the child if it still runs; remove whatever it left (after a failed assertion)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for name in namespaces_with_prefix(prefix + "-"):
+        subprocess.call(["ip", "netns", "del", name])
+
+
 def test_sigterm_removes_namespaces():
     """SIGTERM to a process holding a Topology removes its namespaces and still ends it by SIGTERM."""
     proc, prefix = _run_child("""
@@ -117,11 +126,7 @@ def test_sigterm_removes_namespaces():
         assert proc.returncode == -signal.SIGTERM
         assert namespaces_with_prefix(prefix + "-") == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for name in namespaces_with_prefix(prefix + "-"):
-            subprocess.call(["ip", "netns", "del", name])
+        _reap(proc, prefix)
 
 
 def test_sigint_removes_namespaces_and_raises_keyboardinterrupt():
@@ -142,11 +147,7 @@ def test_sigint_removes_namespaces_and_raises_keyboardinterrupt():
         assert "KeyboardInterrupt" in out, proc.stderr.read()
         assert namespaces_with_prefix(prefix + "-") == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for name in namespaces_with_prefix(prefix + "-"):
-            subprocess.call(["ip", "netns", "del", name])
+        _reap(proc, prefix)
 
 
 def test_exit_without_cleanup_removes_namespaces():
@@ -262,8 +263,4 @@ def test_an_ignored_sigint_stays_ignored():
         out, _ = proc.communicate("go\n", timeout=30)
         assert out.strip() == "3" and proc.returncode == 0   # a handler would have emptied it
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for name in namespaces_with_prefix(prefix + "-"):
-            subprocess.call(["ip", "netns", "del", name])
+        _reap(proc, prefix)
