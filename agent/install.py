@@ -88,20 +88,13 @@ def _write_atomic(path, data, mode):
 
 
 def _copy_atomic(source, path, mode):
-    # rename() keeps the old inode alive for whoever has it open; but zipimport re-opens the
-    # archive by path for each later import, so a running agent must be restarted after this.
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sspn-agent-")
-    os.close(handle)
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb") as out:
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Copy ``source`` to ``path`` atomically (the bundle is a few MiB: read whole).
+
+    rename() keeps the old inode alive for whoever has it open; but zipimport re-opens the
+    archive by path for each later import, so a running agent must be restarted after this.
+    """
+    with open(source, "rb") as f:
+        _write_atomic(path, f.read(), mode)
 
 
 def _makedirs(path, mode=0o755):

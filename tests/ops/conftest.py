@@ -13,11 +13,10 @@ import tempfile
 
 import pytest
 
-from tests.sim.conftest import make_socket_dir, sim, sim_factory, xenapi_session  # noqa: F401
+from tests.sim.conftest import default_host_text, make_socket_dir, sim, sim_factory, xenapi_session  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "agent.toml.example")
-DEFAULT_SCENARIO = os.path.join(ROOT, "agent", "lab", "hosts", "default.toml")
 NFS_SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 NETNS_REASON = "needs root and iproute2 `ip` to create a network namespace"
 
@@ -69,11 +68,7 @@ def workdir():
 def scenario_with(workdir):
     """``scenario_with((old, new), ...)`` -> path of the default scenario with text replaced."""
     def write(*replacements):
-        with open(DEFAULT_SCENARIO) as handle:
-            text = handle.read()
-        for old, new in replacements:
-            assert old in text, old
-            text = text.replace(old, new, 1)
+        text = default_host_text(*replacements)
         path = os.path.join(workdir, "scenario.toml")
         with open(path, "w") as handle:
             handle.write(text)

@@ -38,6 +38,20 @@ from agent.lab.xapi import Simulator  # noqa: E402
 FAST = dict(event_from_delay=0.005)
 
 
+DEFAULT_HOST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "agent", "lab", "hosts", "default.toml")
+
+
+def default_host_text(*replacements):
+    """The default simulated host's TOML with each (old, new) replaced once (old must occur)."""
+    with open(DEFAULT_HOST) as handle:
+        text = handle.read()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
 def make_socket_dir():
     """A fresh private directory whose path contains no '_' (mkdtemp's suffix may)."""
     base = tempfile.gettempdir()

@@ -14,11 +14,9 @@ import pytest
 
 from agent.adapters.xapi import XapiAdapter
 from agent.config import parse_config
-from tests.sim.conftest import make_socket_dir, sim, sim_factory, xenapi_session  # noqa: F401
+from tests.sim.conftest import default_host_text, make_socket_dir, sim, sim_factory, xenapi_session  # noqa: F401
 
 NFS_SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
-DEFAULT_SCENARIO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "agent", "lab", "hosts", "default.toml")
 
 # Short timings so the suite stays fast: event.from returns every second, backoff 0.05..0.5 s.
 TIMING = dict(call_timeout=2.0, event_timeout=1.0, backoff_base=0.05, backoff_cap=0.5)
@@ -164,11 +162,7 @@ def scenario_file():
     made = []
 
     def write(*replacements):
-        with open(DEFAULT_SCENARIO) as handle:
-            text = handle.read()
-        for old, new in replacements:
-            assert old in text, old
-            text = text.replace(old, new, 1)
+        text = default_host_text(*replacements)
         directory = tempfile.mkdtemp(prefix="sspn-scn-")
         made.append(directory)
         path = os.path.join(directory, "scenario.toml")
