@@ -60,4 +60,13 @@ def blockers(ctx):
         else:
             out.append("bridge %s of network '%s' absent (uplink VMs running: %s)"
                        % (bridge, network, ", ".join(running) or "none"))
+    host = facts.host
+    if out and host is not None and not host.enabled:
+        policy = ctx.config.maintenance.enable_host
+        if policy == "never":
+            out.append("host disabled; [maintenance] enable_host = \"never\": enable it yourself "
+                       "(xe host-enable)")
+        elif host.deliberately_disabled and policy == "when-locked-out":
+            out.append("host disabled on purpose (auto_enable=false or MAINTENANCE_MODE=true): left "
+                       "alone under enable_host = \"when-locked-out\"; xe host-enable when done")
     return out

@@ -1,0 +1,89 @@
+"""Storage and maintenance recovery on the simulator and namespaces, with the real agent process
+(issue 5's list): a deliberately disabled host left alone and said so; PBD.plug failing 5 times
+with growing retry delays, then plugged; autostart in integer order, never an auto_poweron
+"false" VM; an IPv6-only storage target.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from agent.lab.harness import CONFIG, FAST_TIMING, FIREWALL, Host
+from tests.faults import invariants as inv
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                                reason="needs root and iproute2 `ip` to create network namespaces")
+
+SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
+DEADLINE = 60.0
+STORAGE6 = "2001:db8:2::10"
+
+
+def trace_effects(host, prefix):
+    return [e for r in host.trace() for e in ([r] if r.get("type") == "effect" else r.get("effects", []))
+            if e["what"].startswith(prefix)]
+
+
+def config_with(host, *replacements):
+    """The harness's agent.toml for this host with (old, new) replaced once each."""
+    text = CONFIG.format(socket=host.sim.socket_path, local_db=host.sim.local_db_path, firewall=FIREWALL,
+                         probe="true", dir=host.dir, timing=FAST_TIMING)
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_deliberately_disabled_host_is_left_alone_and_status_says_so():
+    with Host() as host:
+        inv.plant_foreign(host)
+        host.sim.host_disable(False)                 # host.disable with auto_enable=false
+        host.start_agent()
+        st = host.wait(lambda s: any("on purpose" in b for b in s.get("blockers", ())),
+                       "the status to say the host was disabled on purpose", DEADLINE)
+        assert st["state"] == "WAITING_VM"
+        assert not trace_effects(host, "host.enable") and not trace_effects(host, "VM.start")
+        assert host.sim.state()["vms"][FIREWALL]["power_state"] == "Halted"
+
+
+def test_pbd_plug_failing_five_times_then_plugged():
+    with Host() as host:
+        inv.plant_foreign(host)
+        host.config_text = config_with(host, ("retry_budget = 5", "retry_budget = 8"))
+        host.sim.plug_failures(SR, 5)
+        host.sim.vm_start(FIREWALL)
+        host.start_agent()
+        inv.assert_recovered(host, deadline=DEADLINE)
+        plugs = trace_effects(host, "PBD.plug sr:" + SR)
+        assert [p["result"].split(":")[0] for p in plugs] == ["failed"] * 5 + ["ok"]
+        assert all("SR_BACKEND_FAILURE" in p["result"] for p in plugs[:5])
+        delays = [p["retry_in"] for p in plugs[:5]]
+        assert delays == sorted(delays) and delays[-1] > delays[0], delays   # backoff grows
+
+
+def test_autostart_in_integer_order_and_never_auto_poweron_false():
+    with Host() as host:
+        inv.plant_foreign(host)
+        host.sim.vm_start(FIREWALL)
+        host.start_agent()
+        inv.assert_recovered(host, deadline=DEADLINE)
+        started = [e["what"].split()[1] for e in trace_effects(host, "VM.start") if e["result"] == "ok"]
+        assert started == ["web", "db"]               # order 2 before order 10 (not "10" < "2")
+        vms = host.sim.state()["vms"]
+        assert vms["scratch"]["power_state"] == "Halted"          # auto_poweron "false"
+        assert vms["db before upgrade"]["power_state"] != "Running"  # a snapshot is never started
+
+
+def test_ipv6_only_storage_target():
+    with Host() as host:
+        inv.plant_foreign(host)
+        host.config_text = config_with(host, ('uuid = "%s"' % SR, 'uuid = "%s"\nprobe = ["%s"]' % (SR, STORAGE6)))
+        host.sim.storage_probe = lambda device_config: host.ping(STORAGE6)   # the mount goes over v6
+        host.topology.ip("lan", "-4", "route", "del", "default")             # no way back over v4
+        host.sim.vm_start(FIREWALL)
+        host.start_agent()
+        inv.assert_recovered(host, deadline=DEADLINE)
+        probes = trace_effects(host, "probe sr:" + SR)
+        assert probes and all(STORAGE6 in p["what"] for p in probes)
+        assert not host.ping("198.51.100.10") and host.sim.state()["srs"][SR]["attached"]
