@@ -58,8 +58,12 @@ def test_pbd_plug_failing_five_times_then_plugged():
         plugs = trace_effects(host, "PBD.plug sr:" + SR)
         assert [p["result"].split(":")[0] for p in plugs] == ["failed"] * 5 + ["ok"]
         assert all("SR_BACKEND_FAILURE" in p["result"] for p in plugs[:5])
+        # Backoff grows: failure n waits base * 2**(n-1), capped, times a jitter in [0.5, 1]
+        # (FAST_TIMING: base 0.2 s, cap 2 s; below the cap each delay is at least the last).
         delays = [p["retry_in"] for p in plugs[:5]]
-        assert delays == sorted(delays) and delays[-1] > delays[0], delays   # backoff grows
+        raw = [min(2.0, 0.2 * 2 ** n) for n in range(5)]
+        assert all(0.5 * r - 0.001 <= d <= r + 0.001 for d, r in zip(delays, raw)), delays
+        assert delays[:4] == sorted(delays[:4]), delays
 
 
 def test_autostart_in_integer_order_and_never_auto_poweron_false():
