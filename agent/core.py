@@ -79,6 +79,7 @@ class Agent(object):
         self.history = []
         self.counts = {}
         self._effects = None
+        self._asked_in = {}        # pending action -> the state that requested it
         self._last_message = None
         self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
@@ -111,6 +112,8 @@ class Agent(object):
             self._reload(event)
             return
         self.facts.apply(event)
+        if isinstance(event, ev.ActionDone):
+            self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
@@ -119,6 +122,16 @@ class Agent(object):
         if trigger is None:
             trigger = states.module(self.state).work(self, event)
         self._settle(trigger, event)
+
+    def _late_reply(self, event):
+        """A reply to a state already left goes to that state's ``reply`` (which records it and
+        keeps its retries right): the firewall's bridge, say, often appears before VM.start
+        returns, and the start would otherwise be missing from the trace."""
+        asked_in = self._asked_in.pop(event.action, None)
+        if asked_in is not None and asked_in != self.state:
+            reply = getattr(states.module(asked_in), "reply", None)
+            if reply is not None:
+                reply(self, event)
 
     def _reload(self, event):
         """SIGHUP: take the new config from ``reload_config()`` (None keeps the old one)."""
@@ -248,6 +261,7 @@ class Agent(object):
         if action in self.facts.pending_actions:
             return False
         self.facts.pending_actions.add(action)
+        self._asked_in[action] = self.state
         if action.kind == "enable_host" and not self.facts.host_enable_sent:
             # The agent now owes the host its uplink VMs: on disk before XAPI acts, so that a
             # successor after a crash in between still starts them (tests/faults/test_sigkill.py).

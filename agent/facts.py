@@ -36,6 +36,7 @@ class Facts(object):
         self.host_fixed = False    # this run called host.enable successfully
         self.host_enable_sent = False  # this run asked for host.enable (persisted before the call)
         self.autostart_done = False
+        self.uplinks_seen = False  # every binding's bridge has existed in this boot (see WAITING_VM)
         self.autostart_queue = None  # list of groups (lists of VmView) while autostart runs
 
     # --- folding events ---------------------------------------------------------------------
@@ -111,6 +112,10 @@ class Facts(object):
                 # host.enable returned: enabled now, before the HostChanged event arrives
                 # (without this MAINTENANCE asked again on every reply: 44 calls for 1, agent lab)
                 self.host = attr.evolve(self.host, enabled=True)
+        if e.ok and e.action.kind == "start_vm" and e.action.vm_ref in self.vms:
+            # VM.start returned: running now, before the VmChanged event arrives (without this
+            # WAITING_VM started the firewall again: VM_BAD_POWER_STATE, tests/faults/test_sigkill.py)
+            self.vms[e.action.vm_ref] = attr.evolve(self.vms[e.action.vm_ref], power_state="Running")
 
     def set_kernel(self, view):
         """Replace the kernel picture with a full read (a KernelView).

@@ -83,12 +83,12 @@ class Service(object):
         self.agent = Agent(self.config, self.net, self.xapi, self.prober, SystemClock(), report,
                            mgmt_bridge=management_bridge(self.config), rng=self.rng)
         carried = status_mod.carried_over(files.status)
-        if carried["autostart_done"] or carried["host_fixed"]:
-            self.agent.facts.autostart_done = carried["autostart_done"]
-            self.agent.facts.host_fixed = carried["host_fixed"]
+        if any(carried.values()):
+            for name, value in carried.items():
+                setattr(self.agent.facts, name, value)
             log.info("taking over from the previous agent of this boot (%s): autostart done %s, "
-                     "host re-enabled by the agent %s", files.status, carried["autostart_done"],
-                     carried["host_fixed"])
+                     "host re-enabled by the agent %s, uplink VMs seen up %s", files.status,
+                     carried["autostart_done"], carried["host_fixed"], carried["uplinks_seen"])
         for event in posts:
             self.agent.post(event)
         if hasattr(self.prober, "post"):

@@ -47,6 +47,7 @@ def build(agent):
         "routes": routes,
         "srs": srs,
         "autostart_done": facts.autostart_done,
+        "uplinks_seen": facts.uplinks_seen,
         "next_retry": dict((k, round(max(0.0, v - now), 1)) for k, v in agent.timers.pending().items()),
         "counts": dict(agent.counts),
         "transitions": list(agent.history),

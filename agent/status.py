@@ -47,20 +47,23 @@ def read(path=DEFAULT_PATH):
 
 def carried_over(path):
     """What a restarted agent (crash, SIGKILL, upgrade) takes over from the status file its
-    predecessor wrote in this boot: {"autostart_done": bool, "host_fixed": bool}.
+    predecessor wrote in this boot: {"autostart_done": bool, "host_fixed": bool,
+    "uplinks_seen": bool}.
 
     autostart_done: the once-per-boot autostart must not start again the VMs an operator has
     stopped since. host_fixed: the agent re-enabled a locked-out host (or had sent host.enable:
     that is written before the call), so it still owes the host its uplink VMs (killed between
     host.enable and VM.start, the successor would otherwise wait for a firewall nobody
-    starts). Another boot's file carries nothing.
+    starts). uplinks_seen: the uplink VMs have run in this boot, so that debt is paid; one
+    halted since was stopped on purpose. Another boot's file carries nothing.
     """
     status = read(path)
     if not status or not status.get("boot_id") or status.get("boot_id") != boot_id():
-        return {"autostart_done": False, "host_fixed": False}
+        return {"autostart_done": False, "host_fixed": False, "uplinks_seen": False}
     host = status.get("host") or {}
     return {"autostart_done": bool(status.get("autostart_done")),
-            "host_fixed": bool(host.get("fixed_by_agent") or host.get("enable_sent"))}
+            "host_fixed": bool(host.get("fixed_by_agent") or host.get("enable_sent")),
+            "uplinks_seen": bool(status.get("uplinks_seen"))}
 
 
 def is_running(status):

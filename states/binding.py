@@ -52,6 +52,8 @@ def ensure_mirrors(ctx):
 
 def work(ctx, event):
     """Ensure the binding addresses (and mirrors); addresses_bound once all are verified."""
+    if ctx.facts.world is not None and not desired.missing_bridges(ctx.config, ctx.facts):
+        ctx.facts.uplinks_seen = True  # the uplink VMs have run in this boot (see WAITING_VM)
     if ctx.timers.armed(TIMER):
         return None  # backing off after a failure; the timer event brings us back
     wanted = desired.wanted_binding_addresses(ctx.config, ctx.facts)

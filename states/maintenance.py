@@ -21,21 +21,11 @@ def work(ctx, event):
     """Call host.enable (with backoff) until the host is enabled or the fix no longer applies."""
     facts = ctx.facts
     host = facts.host
-    retry = ctx.retries["host-enable"]
-    if isinstance(event, ev.ActionDone) and isinstance(event.action, EnableHost):
-        if event.ok:
-            retry.succeeded()
-            ctx.clear_reason("host-enable")
-            ctx.effect("host.enable", "ok")
-        else:
-            delay = retry.failed(" ".join(event.error))
-            ctx.effect("host.enable", "failed: %s" % " ".join(event.error), ok=False,
-                       retry_in=round(delay, 3))
-            ctx.arm(TIMER, delay)
-            if retry.spent:
-                ctx.set_reason("host-enable", "host.enable failed %d times: %s"
-                               % (retry.failures, " ".join(event.error)))
-                return "budget_spent"
+    if reply(ctx, event):
+        retry = ctx.retries["host-enable"]
+        ctx.set_reason("host-enable", "host.enable failed %d times: %s"
+                       % (retry.failures, retry.last_error))
+        return "budget_spent"
     if host is not None and host.enabled:
         ctx.clear_reason("host-enable")
         return "maintenance_ended"
@@ -44,6 +34,24 @@ def work(ctx, event):
     if facts.xapi_up and not ctx.timers.armed(TIMER):
         ctx.request(EnableHost(host.ref))
     return None
+
+
+def reply(ctx, event):
+    """Record how host.enable went, with backoff on failure (also after MAINTENANCE was left:
+    XAPI's event may enable the host first). True when the retry budget is spent."""
+    if not (isinstance(event, ev.ActionDone) and isinstance(event.action, EnableHost)):
+        return False
+    retry = ctx.retries["host-enable"]
+    if event.ok:
+        retry.succeeded()
+        ctx.clear_reason("host-enable")
+        ctx.effect("host.enable", "ok")
+        return False
+    delay = retry.failed(" ".join(event.error))
+    ctx.effect("host.enable", "failed: %s" % " ".join(event.error), ok=False,
+               retry_in=round(delay, 3))
+    ctx.arm(TIMER, delay)
+    return retry.spent
 
 
 def blockers(ctx):

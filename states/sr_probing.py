@@ -25,7 +25,7 @@ def _key(sr):
 
 
 def handle_event(ctx, event):
-    """Fold a probe answer or a plug/start/list result into the SR and autostart bookkeeping."""
+    """Fold a probe answer, or (``reply``) an XAPI result, into the SR and autostart bookkeeping."""
     facts = ctx.facts
     by_key = dict((_key(sr), sr) for sr in ctx.config.srs)
     if isinstance(event, ev.ProbeDone) and event.key in by_key:
@@ -45,7 +45,15 @@ def handle_event(ctx, event):
             ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
             ctx.retries[event.key].failed("storage target %s not answering" % targets)
             ctx.arm("probe:" + event.key, ctx.next_probe_in(event.key))
-    elif isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
+    else:
+        reply(ctx, event)
+
+
+def reply(ctx, event):
+    """Fold a plug/list/start result into the SR and autostart bookkeeping (also after
+    SR_PROBING was left, e.g. for an address lost while a PBD.plug was under way)."""
+    facts = ctx.facts
+    if isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
         key = "sr:" + event.action.sr_uuid
         pbd = facts.pbds.get(event.action.sr_uuid)
         if event.ok:

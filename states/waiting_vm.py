@@ -3,7 +3,8 @@
 The bridge (xapiN) of a PIF-less network exists only while one of its VIFs is plugged
 (xapi-facts §6), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
 can start. When this run re-enabled the host (MAINTENANCE), the uplink VMs are started here,
-first of all VMs, with backoff on failure.
+first of all VMs, with backoff on failure -- once per boot: after every binding's bridge has
+existed (``uplinks_seen``), an uplink VM that halts was stopped by someone, and stays stopped.
 """
 
 from agent import desired
@@ -19,21 +20,36 @@ def work(ctx, event):
     """Leave when every binding's bridge exists; start the uplink VM after a host fix."""
     facts = ctx.facts
     facts.gateway_ok = False  # a new bridge means a new firewall boot: ask the gateway again
+    reply(ctx, event)
     if facts.world is not None and not desired.missing_bridges(ctx.config, facts):
         return "bridge_appeared"
-    if isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm):
-        key = "vm:" + event.action.name_label
-        if event.ok:
-            ctx.retries[key].succeeded()
-            ctx.effect("VM.start %s" % event.action.name_label, "ok")
-        else:
-            delay = ctx.retries[key].failed(" ".join(event.error))
-            ctx.effect("VM.start %s" % event.action.name_label, "failed: %s" % " ".join(event.error),
-                       ok=False, retry_in=round(delay, 3))
-            ctx.arm("retry:" + key, delay)
-    if facts.host_fixed and ctx.config.maintenance.autostart and facts.xapi_up:
+    if owes_uplinks(ctx):
         start_uplinks(ctx)
     return None
+
+
+def reply(ctx, event):
+    """Record how an uplink VM.start went, with backoff on failure (also after WAITING_VM was
+    left: the bridge usually appears before VM.start returns)."""
+    if not (isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm)):
+        return
+    key = "vm:" + event.action.name_label
+    if event.ok:
+        ctx.retries[key].succeeded()
+        ctx.effect("VM.start %s" % event.action.name_label, "ok")
+    else:
+        delay = ctx.retries[key].failed(" ".join(event.error))
+        ctx.effect("VM.start %s" % event.action.name_label, "failed: %s" % " ".join(event.error),
+                   ok=False, retry_in=round(delay, 3))
+        ctx.arm("retry:" + key, delay)
+
+
+def owes_uplinks(ctx):
+    """True while the agent must start the uplink VMs: it re-enabled the locked-out host, whose
+    own autostart therefore did not run, and they have not come up since in this boot."""
+    facts = ctx.facts
+    return (facts.host_fixed and not facts.uplinks_seen and ctx.config.maintenance.autostart
+            and facts.xapi_up)
 
 
 def start_uplinks(ctx):
@@ -60,6 +76,9 @@ def blockers(ctx):
         else:
             out.append("bridge %s of network '%s' absent (uplink VMs running: %s)"
                        % (bridge, network, ", ".join(running) or "none"))
+    if out and facts.host_fixed and facts.uplinks_seen and not running:
+        out.append("uplink VMs halted after they ran in this boot: the agent starts them only "
+                   "once per boot after a lock-out; start them yourself (xe vm-start)")
     host = facts.host
     if out and host is not None and not host.enabled:
         policy = ctx.config.maintenance.enable_host

@@ -1,5 +1,6 @@
 """The machine's behaviour in whole scenarios, on the in-memory world (unit tier)."""
 
+import states
 from agent import events as ev
 from agent.world import EnableHost, PlugPbd, PublishState, RaiseMessage, StartVm
 from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
@@ -7,6 +8,11 @@ from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
 
 def _path(world):
     return [(t["from"], t["to"]) for t in world.report.transitions]
+
+
+def _effects(world):
+    """Every effect: those on their own and those inside transitions."""
+    return world.report.effects + [e for t in world.report.transitions for e in t["effects"]]
 
 
 def test_cold_boot_reaches_healthy_with_everything_in_place():
@@ -36,6 +42,37 @@ def test_locked_out_disabled_host_is_enabled_then_firewall_started():
     starts = [c[0].name_label for c in w.xapi.calls if isinstance(c[0], StartVm)]
     assert starts[0] == "pfsense"
     assert ("BOOTING", "MAINTENANCE") in _path(w) and ("MAINTENANCE", "WAITING_VM") in _path(w)
+    # the bridge appeared before VM.start returned: the reply still reaches the trace
+    assert sorted((e["what"], e["result"]) for e in _effects(w)
+                  if e["what"] in ("host.enable", "VM.start pfsense")) \
+        == [("VM.start pfsense", "ok"), ("host.enable", "ok")]
+
+
+def test_the_firewall_is_started_once_when_the_reply_comes_before_its_events():
+    """VM.start returns before XAPI's VmChanged and the kernel's bridge: no second VM.start
+    (xapi would answer VM_BAD_POWER_STATE; the SIGKILL suite found it on the simulator)."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.xapi.reply_first = True
+    w.settle_until("HEALTHY")
+    starts = [c[0].name_label for c in w.xapi.calls if isinstance(c[0], StartVm)]
+    assert starts == ["pfsense", "web", "db"]
+    effects = _effects(w)
+    assert [e for e in effects if e["what"].startswith("VM.start")] and \
+        not [e for e in effects if not e["ok"]]
+
+
+def test_after_a_lock_out_the_firewall_is_started_once_per_boot():
+    """The agent starts the uplink VM the lock-out kept halted; once it has run, an operator who
+    stops it means it: WAITING_VM waits, and says how to start it."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.settle_until("HEALTHY")
+    w.xapi.set_power("pfsense", "Halted")
+    w.settle_until("WAITING_VM")
+    starts = [c[0].name_label for c in w.xapi.calls if isinstance(c[0], StartVm)]
+    assert starts == ["pfsense", "web", "db"]
+    assert any("xe vm-start" in b for b in states.module("WAITING_VM").blockers(w.agent))
+    w.xapi.set_power("pfsense", "Running")
+    w.settle_until("HEALTHY")
 
 
 def test_host_still_booting_is_retried_with_growing_gaps():

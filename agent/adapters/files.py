@@ -1,8 +1,21 @@
 """Report adapter: the status file (atomic) and the trace (JSON lines), on the local disk."""
 
+import glob
+import os
+
 from agent import status as status_file
 from agent.ports import Report
 from agent.trace import TraceFile
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: alive, another user's
+    return True
 
 
 class FileReport(Report):
@@ -13,6 +26,19 @@ class FileReport(Report):
         self.trace = TraceFile(trace_path, trace_max_bytes)
         self.log = log
         self._last = None
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self):
+        """Remove the temp files (``<status>.<pid>.tmp``) of agents killed mid-write: each
+        SIGKILL at that instant left one in /run, and nothing else ever removes them."""
+        for path in glob.glob(glob.escape(self.status_path) + ".*.tmp"):
+            pid = path[len(self.status_path) + 1:-len(".tmp")]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            try:
+                os.remove(path)
+            except OSError:
+                pass  # gone already, or not ours to remove: harmless either way
 
     def transition(self, record):
         entry = dict(record)

@@ -176,6 +176,8 @@ class MemoryXapi(Xapi):
         self.storage_up = set()        # sr uuids whose target answers
         self.plug_failures = {}        # sr uuid -> n
         self.calls = []                # (action, host enabled, deliberately disabled, uplinks running)
+        self.reply_first = False       # a call's reply arrives before the events it caused (as
+                                       # with xapi: event.from and netlink come later)
         self.started = False
 
     # --- world setup -------------------------------------------------------------------------
@@ -234,8 +236,16 @@ class MemoryXapi(Xapi):
             self.post(ev.ActionDone(action, False, ["%s: connection refused" % UNSENT]))
             return
         handler = getattr(self, "_do_" + action.kind)
-        ok, error, value = handler(action)
+        post, net_post, caused = self.post, self.net.post, []
+        if self.reply_first:
+            self.post = self.net.post = caused.append
+        try:
+            ok, error, value = handler(action)
+        finally:
+            self.post, self.net.post = post, net_post
         self.post(ev.ActionDone(action, ok, error, value))
+        for event in caused:
+            self.post(event)
 
     def stop(self):
         self.started = False
@@ -290,7 +300,8 @@ class MemoryXapi(Xapi):
                 self.net.add_link(vm.uplink_bridge)
             elif state != "Running" and not others:
                 self.net.remove_link(vm.uplink_bridge)
-        if self.up:
+        watched = any(name in b.vms for b in self.config.bindings)
+        if self.up and watched:   # the real adapter subscribes to the uplink VMs only
             self.post(ev.VmChanged(self.vm_view(vm)))
 
     def set_host(self, **changes):

@@ -1,5 +1,6 @@
 """Storage and maintenance recovery on the simulator and namespaces, with the real agent process
-(issue 5's list): a deliberately disabled host left alone and said so; PBD.plug failing 5 times
+(issue 5's list): a deliberately disabled host left alone and said so; after a lock-out the
+firewall started once, and left halted when an operator stops it later; PBD.plug failing 5 times
 with growing retry delays, then plugged; autostart in integer order, never an auto_poweron
 "false" VM; an IPv6-only storage target.
 """
@@ -45,6 +46,23 @@ def test_deliberately_disabled_host_is_left_alone_and_status_says_so():
         assert st["state"] == "WAITING_VM"
         assert not trace_effects(host, "host.enable") and not trace_effects(host, "VM.start")
         assert host.sim.state()["vms"][FIREWALL]["power_state"] == "Halted"
+
+
+def test_after_a_lock_out_the_firewall_is_started_once_and_an_operator_stop_is_respected():
+    with Host() as host:
+        inv.plant_foreign(host)
+        host.sim.host_disable()                      # locked out: disabled, the firewall halted
+        host.start_agent()
+        inv.assert_recovered(host, deadline=DEADLINE)
+        assert [e["result"] for e in trace_effects(host, "VM.start " + FIREWALL)] == ["ok"]
+        host.sim.vm_stop(FIREWALL)                   # the operator shuts the firewall down
+        st = host.wait(lambda s: any("xe vm-start" in b for b in s.get("blockers", ())),
+                       "the status to say the firewall was stopped after it ran", DEADLINE)
+        assert st["state"] == "WAITING_VM"
+        assert host.sim.state()["vms"][FIREWALL]["power_state"] == "Halted"
+        assert len(trace_effects(host, "VM.start " + FIREWALL)) == 1
+        host.sim.vm_start(FIREWALL)                  # and starts it again when done
+        inv.assert_recovered(host, deadline=DEADLINE)
 
 
 def test_pbd_plug_failing_five_times_then_plugged():
