@@ -3,7 +3,7 @@
 Run it before rebooting into a NIC-less setup (DESIGN.md §6). It reads XAPI through the same
 code the agent's watcher resyncs with (``XapiConnection`` + ``read_world``), then asks XAPI a
 few more questions only to explain what did not resolve (which label was meant, whose uuid
-to rename). Kernel items use the agent's own adapters: ``PyrouteNet`` for the management
+to rename). Kernel items use the agent's own adapters: ``RtnlNet`` for the management
 bridge, icmplib's raw sockets as the prober opens them. Nothing is changed on the host except
 that missing status and trace directories are created, as the agent itself would.
 
@@ -360,8 +360,8 @@ def check_kernel(config, net=None, open_icmp=open_icmp_socket):
                 "or management.mirror = false")))
         if bridge:
             if net is None:
-                from agent.adapters.net import PyrouteNet
-                net = PyrouteNet()
+                from agent.adapters.net import RtnlNet
+                net = RtnlNet()
             try:
                 exists = net.link_exists(bridge)
                 items.append(passed("management bridge %s exists" % bridge) if exists else failed(

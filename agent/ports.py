@@ -1,6 +1,6 @@
 """Ports: the small interfaces through which the decision thread touches the world.
 
-Real adapters (agent/adapters/) wrap XenAPI, pyroute2 and icmplib; the in-memory adapters
+Real adapters (agent/adapters/) wrap XenAPI, rtnetlink and icmplib; the in-memory adapters
 (agent/adapters/memory.py) serve the unit and property tests and the lab without root.
 Nothing here imports an I/O library. Python 3.6: abc.ABC, no typing generics needed.
 

@@ -55,16 +55,15 @@ class Service(object):
         self._last_status_state = None
 
     def _real_adapters(self, post):
-        from agent.adapters.net import PyrouteNet
+        from agent.adapters.net import RtnlNet
         from agent.adapters.netwatch import NetlinkWatcher
         from agent.adapters.prober import IcmpProber
         from agent.adapters.xapi import XapiAdapter
         # Import on the main thread before any source thread starts: from a zip on Python < 3.10
         # (the bundle on dom0), zipimport lets a second thread see a module half-initialised.
         import icmplib  # noqa: F401
-        import pyroute2  # noqa: F401
         import XenAPI  # noqa: F401
-        return {"net": PyrouteNet(), "watcher": NetlinkWatcher(), "prober": IcmpProber(post),
+        return {"net": RtnlNet(), "watcher": NetlinkWatcher(), "prober": IcmpProber(post),
                 "xapi": XapiAdapter(self.config, rng=self.rng, local_db_path=self.config.xapi.local_db)}
 
     def build(self):

@@ -13,7 +13,7 @@ thread, not the agent's code) stamps every RTM_* message with time.monotonic().
   3. route removed -> restored: `ip route del default` v6, N times; NEWROUTE minus DELROUTE.
 
 Each is run with the real agent (`agent run` as its own process in dom0: decision loop,
-PyrouteNet, NetlinkWatcher, the real XAPI adapter on the simulator's socket; ICMP probing
+RtnlNet, NetlinkWatcher, the real XAPI adapter on the simulator's socket; ICMP probing
 off) and then, in the same run, with a reactor in the bench process that does the same work
 by forking `ip` (as vif-ip-binder did). Needs root.
 

@@ -9,6 +9,7 @@ retry budget, lead to DEGRADED with reason "bind".
 from agent import desired
 from agent.facts import interface_text
 from agent.ports import NetError
+from states.routed import ROUTE_TIMER
 
 NAME = "BINDING"
 WAITS_FOR = "every configured address present on its bridge, and its management mirror"
@@ -20,8 +21,8 @@ def ensure_addresses(ctx, wanted):
     """Ensure each (ifname, interface) in ``wanted`` that the kernel view lacks; return failures.
 
     The kernel facts are the watcher's latest full read, so what they show present is left
-    alone: each netlink request costs 1-3 ms through pyroute2 (bench/kernel_latency.py), and
-    a repair should pay only for what is missing.
+    alone: a repair should pay only for what is missing (each ensure is a lookup, a read, a request
+    and a read-back).
     """
     failures = []
     for ifname, iface in wanted:
@@ -39,6 +40,9 @@ def ensure_addresses(ctx, wanted):
         ctx.facts.wrote_address(ifname, interface_text(iface), ctx.clock.monotonic())
         if result != "present":
             ctx.effect("add %s on %s" % (iface, ifname), result)
+            # A route that failed for want of this address (ENETUNREACH: a view read between
+            # an address going and its route going) can work now: no waiting out its backoff.
+            ctx.timers.cancel(ROUTE_TIMER)
     return failures
 
 

@@ -2,7 +2,7 @@
 
 import states
 from agent import events as ev
-from agent.world import EnableHost, PlugPbd, PublishState, RaiseMessage, StartVm
+from agent.world import EnableHost, KernelView, PlugPbd, PublishState, RaiseMessage, StartVm, diff_views
 from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
 
 
@@ -384,3 +384,22 @@ def test_host_enable_intent_is_persisted_before_the_call():
     first_enable = order.index(("xapi", "enable_host"))
     assert ("persist", True) in order[:first_enable]
     assert [o for o in order if o[0] == "persist"] == [("persist", True)]   # once per run
+
+
+def test_a_route_refused_for_want_of_an_address_is_retried_as_soon_as_the_address_is_back():
+    """A view read between an address going and its route going shows only the route lost: the
+    route is refused (ENETUNREACH) and backs off; once BINDING re-adds the address, the route
+    goes in at once, not after the backoff (kernel bench: 164 ms p99 before)."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    before = w.net.read_view()
+    w.net.addresses.discard((BRIDGE, "192.0.2.2/24"))        # someone deletes the address...
+    w.net.routes.discard((4, "192.0.2.1", BRIDGE))            # ...and the kernel its route
+    torn = KernelView(before.links, before.addresses, w.net.routes)   # addresses read first
+    w.agent.post(ev.KernelChanged(torn, diff_views(before, torn)))
+    w.agent.run_pending()
+    assert w.agent.timers.armed("retry:route")                # refused: gateway not on-link
+    true = w.net.read_view()
+    w.agent.post(ev.KernelChanged(true, diff_views(torn, true)))
+    w.agent.run_pending()                                     # no clock advance
+    assert (4, "192.0.2.1", BRIDGE) in w.net.routes and w.agent.state == "HEALTHY"

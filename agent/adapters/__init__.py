@@ -1,1 +1,1 @@
-"""Adapters: the real implementations of the ports (pyroute2, XenAPI, icmplib) and their helpers."""
+"""Adapters: the real implementations of the ports (rtnetlink, XenAPI, icmplib) and their helpers."""

@@ -1,11 +1,12 @@
-"""The Net port on pyroute2's sync IPRoute: idempotent addresses and default routes, verified by reading back.
+"""The Net port on rtnetlink: idempotent addresses and default routes, verified by reading back.
 
 Never deletes anything: the agent owns only what its config names, and even that it only adds
-or replaces (DESIGN.md §3 "touch only what we own"). pyroute2 is imported on first use, not
-when this module is imported (libraries.md §2.10).
+or replaces (DESIGN.md §3 "touch only what we own").
 
-Use one PyrouteNet from one thread: pyroute2 0.9.x keeps its socket per thread (libraries.md
-§2.6), so the socket is opened lazily by the first call, in the calling thread.
+Requests go through a plain NETLINK_ROUTE socket (rtnl.RtnlSocket, messages in rtnl_msg):
+a request and its acknowledgement take tens of microseconds, where pyroute2's IPRoute took
+1-3 ms and a full read 4.5 ms (docs/performance.md), too slow for repairs within 10 ms. Use one
+RtnlNet from one thread at a time; the socket is opened by the first call.
 """
 
 import errno
@@ -17,6 +18,7 @@ import time
 import attr
 
 from agent.adapters import rtnl
+from agent.adapters import rtnl_msg as msg
 from agent.ports import Net, NetError
 from agent.world import KernelView
 
@@ -29,15 +31,15 @@ def _family(ip):
 
 
 def _text_of(exc):
-    """A short reason from a NetlinkError or OSError: "File exists (errno 17)"."""
-    code = getattr(exc, "code", None) or getattr(exc, "errno", None)
+    """A short reason from an OSError: "File exists (errno 17)"."""
+    code = getattr(exc, "errno", None)
     if code:
         return "%s (errno %d)" % (os.strerror(code), code)
     return str(exc) or exc.__class__.__name__
 
 
-class PyrouteNet(Net):
-    """Addresses and main-table default routes through one pyroute2 IPRoute (or NetNS on 0.8.1)."""
+class RtnlNet(Net):
+    """Addresses and main-table default routes through one rtnetlink socket."""
 
     def __init__(self, netns=None):
         self._netns = netns
@@ -48,7 +50,7 @@ class PyrouteNet(Net):
     def _socket(self):
         if self._ipr is None:
             try:
-                self._ipr = rtnl.open_iproute(self._netns)
+                self._ipr = rtnl.RtnlSocket(self._netns)
             except FileNotFoundError:
                 raise NetError("network namespace %r does not exist; create it (ip netns add) "
                                "or drop the netns argument" % (self._netns,), errno.ENOENT)
@@ -59,19 +61,19 @@ class PyrouteNet(Net):
 
     def _drop_socket(self):
         ipr, self._ipr = self._ipr, None
-        rtnl.close_quietly(ipr)
+        if ipr is not None:
+            ipr.close()
 
     def _call(self, what, request):
-        """Run ``request(ipr)``; a kernel refusal becomes NetError(code=errno)."""
-        netlink_error = rtnl.netlink_error()
+        """Run ``request(socket)``; a kernel refusal becomes NetError(code=errno)."""
         ipr = self._socket()
         try:
             return request(ipr)
-        except netlink_error as exc:
-            raise NetError("%s: %s" % (what, _text_of(exc)), exc.code)
+        except rtnl.RtnlError as exc:
+            raise NetError("%s: %s" % (what, _text_of(exc)), exc.errno)
         except Exception as exc:
-            # A socket-level error poisons a pyroute2 0.9 object for good (libraries.md §2.7):
-            # drop it so the next call opens a fresh socket.
+            # A socket-level error (ENOBUFS, a malformed reply) may leave replies of this
+            # request unread: drop the socket so the next call starts clean.
             self._drop_socket()
             raise NetError("%s: netlink socket failed (%s); the next call opens a new socket"
                            % (what, _text_of(exc)), getattr(exc, "errno", None))
@@ -85,15 +87,13 @@ class PyrouteNet(Net):
     def _index(self, ifname):
         """The interface index of ``ifname``, or None when it does not exist."""
         try:
-            msgs = self._call("look up interface %s" % ifname,
-                              lambda ipr: ipr.link("get", ifname=ifname))
+            payload = self._call("look up interface %s" % ifname,
+                                 lambda ipr: ipr.request(msg.RTM_GETLINK, 0, msg.get_link(ifname)))
         except NetError as exc:
             if exc.code in (errno.ENODEV, errno.EINVAL, errno.ERANGE):  # missing, or a bad name
                 return None
             raise
-        for msg in msgs:
-            return msg["index"]
-        return None
+        return msg.parse_link(payload)[0] if payload else None
 
     def _require_index(self, ifname, doing):
         index = self._index(ifname)
@@ -104,20 +104,22 @@ class PyrouteNet(Net):
 
     def _addresses_on(self, index, ip):
         """The prefix lengths with which address ``ip`` sits on interface ``index``."""
-        msgs = self._call("list addresses", lambda ipr: list(ipr.get_addr(family=_family(ip))))
+        dump = self._call("list addresses", lambda ipr: ipr.dump(msg.RTM_GETADDR,
+                                                                 msg.dump_addresses(_family(ip))))
         found = []
-        for msg in msgs:
-            if msg["index"] != index:
-                continue
-            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if text and ipaddress.ip_address(text) == ip:
-                found.append(msg["prefixlen"])
+        for _kind, payload in dump:
+            got, text = msg.parse_address(payload)
+            if got == index and text:
+                iface = ipaddress.ip_interface(text)
+                if iface.ip == ip:
+                    found.append(iface.network.prefixlen)
         return found
 
     def _has_default(self, gateway, index):
-        msgs = self._call("list routes", lambda ipr: list(ipr.get_routes(family=_family(gateway))))
-        for msg in msgs:
-            for gw, oif in _default_hops(msg):
+        dump = self._call("list routes", lambda ipr: ipr.dump(msg.RTM_GETROUTE,
+                                                              msg.dump_routes(_family(gateway))))
+        for _kind, payload in dump:
+            for gw, oif in msg.default_hops(payload):
                 if oif == index and gw and ipaddress.ip_address(gw) == gateway:
                     return True
         return False
@@ -137,14 +139,13 @@ class PyrouteNet(Net):
         # would be a second address next to 192.0.2.2/24 (libraries.md §2.2).
         if prefixlen in self._addresses_on(index, ip):
             return "present"
-        request = {"index": index, "address": str(ip), "prefixlen": prefixlen}
-        if ip.version == 6:
-            # Without nodad the address stays TENTATIVE for ~1 s and cannot be used as a source
-            # (libraries.md §2.2); the agent owns this address, so DAD buys nothing here.
-            request["flags"] = rtnl.IFA_F_NODAD
+        # v6 with nodad: else the address stays TENTATIVE for ~1 s and cannot be used as a
+        # source (libraries.md §2.2); the agent owns this address, so DAD buys nothing here.
+        body = msg.new_address(index, ip, prefixlen)
         status = "added"
         try:
-            self._call("add %s to %s" % (iface, ifname), lambda ipr: ipr.addr("add", **request))
+            self._call("add %s to %s" % (iface, ifname),
+                       lambda ipr: ipr.request(msg.RTM_NEWADDR, msg.NLM_F_CREATE | msg.NLM_F_EXCL, body))
         except NetError as exc:
             if exc.code != errno.EEXIST:  # EEXIST: someone added it meanwhile
                 raise
@@ -168,11 +169,10 @@ class PyrouteNet(Net):
             return "present"
         # "replace" is idempotent and swaps an existing default of the same metric in place
         # (libraries.md §2.3); oif makes a link-local IPv6 gateway (fe80::1) usable.
-        request = {"dst_len": 0, "gateway": str(gw), "oif": index, "family": _family(gw),
-                   "table": rtnl.RT_TABLE_MAIN}
+        body = msg.new_default_route(gw, index)
         try:
             self._call("set default route via %s dev %s" % (gw, ifname),
-                       lambda ipr: ipr.route("replace", **request))
+                       lambda ipr: ipr.request(msg.RTM_NEWROUTE, msg.NLM_F_CREATE | msg.NLM_F_REPLACE, body))
         except NetError as exc:
             if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise NetError("gateway %s is not reachable on %s (%s): the bridge needs an "
@@ -187,29 +187,17 @@ class PyrouteNet(Net):
     def read_view(self):
         """A KernelView: every link, every address, every main-table default route (v4 and v6)."""
         def dump(ipr):
-            return (list(ipr.get_links()), list(ipr.get_addr()),
-                    list(ipr.get_routes(family=socket.AF_INET)),
-                    list(ipr.get_routes(family=socket.AF_INET6)))
+            return (ipr.dump(msg.RTM_GETLINK, msg.dump_links()),
+                    ipr.dump(msg.RTM_GETADDR, msg.dump_addresses()),
+                    ipr.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET)),
+                    ipr.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET6)))
         began = time.monotonic()
         links, addrs, routes4, routes6 = self._call("read links, addresses and routes", dump)
         return attr.evolve(view_from_dumps(links, addrs, ((4, routes4), (6, routes6))), read_at=began)
 
 
-def _default_hops(msg):
-    """(gateway text or None, oif) of each next hop when ``msg`` is a main-table unicast default route."""
-    if msg["dst_len"] != 0 or msg.get_attr("RTA_SRC") or msg["type"] != rtnl.RTN_UNICAST:
-        return []
-    table = msg.get_attr("RTA_TABLE") or msg["table"]  # RTA_TABLE carries ids > 255
-    if table != rtnl.RT_TABLE_MAIN:
-        return []
-    multipath = msg.get_attr("RTA_MULTIPATH")
-    if multipath:
-        return [(hop.get_attr("RTA_GATEWAY"), hop["oif"]) for hop in multipath]
-    return [(msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"))]
-
-
 def view_from_dumps(links, addrs, routes_by_family):
-    """Build a KernelView from pyroute2 link, address and (family, route messages) dumps.
+    """Build a KernelView from RTM_GETLINK, RTM_GETADDR and (version, RTM_GETROUTE) dumps.
 
     Addresses are ipaddress-normalised "addr/prefix" text; a default route without a gateway
     (a device route) has gateway "". Only administratively up links count as present: a
@@ -218,21 +206,22 @@ def view_from_dumps(links, addrs, routes_by_family):
     a down bridge is an absent uplink, and its coming up is what starts binding.
     """
     names, up = {}, set()
-    for msg in links:
-        names[msg["index"]] = msg.get_attr("IFLA_IFNAME")
-        if msg["flags"] & IFF_UP:
-            up.add(names[msg["index"]])
+    for _kind, payload in links:
+        index, flags, name = msg.parse_link(payload)
+        names[index] = name
+        if flags & IFF_UP:
+            up.add(name)
     addresses = set()
-    for msg in addrs:
-        name = names.get(msg["index"])
-        text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    for _kind, payload in addrs:
+        index, text = msg.parse_address(payload)
+        name = names.get(index)
         if name is None or not text:  # appeared between the dumps: the next event re-reads
             continue
-        addresses.add((name, str(ipaddress.ip_interface("%s/%d" % (text, msg["prefixlen"])))))
+        addresses.add((name, str(ipaddress.ip_interface(text))))
     routes = set()
-    for version, msgs in routes_by_family:
-        for msg in msgs:
-            for gw, oif in _default_hops(msg):
+    for version, dump in routes_by_family:
+        for _kind, payload in dump:
+            for gw, oif in msg.default_hops(payload):
                 name = names.get(oif)
                 if name is not None:
                     routes.add((version, str(ipaddress.ip_address(gw)) if gw else "", name))

@@ -17,7 +17,7 @@ import select
 import threading
 
 from agent.adapters import rtnl
-from agent.adapters.net import PyrouteNet
+from agent.adapters.net import RtnlNet
 from agent.events import KernelChanged, KernelResynced
 from agent.ports import NetWatcher
 from agent.world import diff_views
@@ -80,7 +80,7 @@ class NetlinkWatcher(NetWatcher):
             try:
                 # Created, bound and read in this one thread (libraries.md §2.6).
                 monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
-                reader = PyrouteNet(self._netns)
+                reader = RtnlNet(self._netns)
                 view = reader.read_view()
                 self.resyncs += 1
                 post(KernelResynced(view))

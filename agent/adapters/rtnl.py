@@ -1,29 +1,22 @@
-"""RTNL plumbing: pyroute2 version differences, safe closing, per-thread netns entry, a raw monitor socket.
+"""RTNL plumbing: per-thread netns entry, a monitor socket and a request socket (plain sockets).
 
-pyroute2 is imported lazily, inside functions: ``import pyroute2`` loads NDB, IPDB, nftables and
-more, about 24 MiB and 200 ms (libraries.md §2.10), which ``agent status`` must not pay.
-
-Two pyroute2 lines are supported (libraries.md §2.1, §7):
-
-* 0.9.x (Python >= 3.9): ``IPRoute(netns=name, flags=0)``; the socket is opened by a short-lived
-  forked child and handed back, no helper stays alive. ``flags=0`` because the default
-  ``O_CREAT`` silently creates a missing namespace.
-* 0.8.1 (Python 3.6, dom0): no ``netns=`` keyword (TypeError); ``NetNS(name, flags=0)`` relays
-  every request through a helper child process that lives until ``close()``.
+Both sockets are opened in the calling thread's namespace, or inside a named one (tests, the
+lab) by entering it for the socket() call only; a missing namespace raises FileNotFoundError
+and is never created. Messages are encoded and parsed in rtnl_msg.
 """
 
 import contextlib
 import ctypes
 import errno
-import inspect
 import logging
 import os
 import socket
 
+from agent.adapters import rtnl_msg
+
 log = logging.getLogger(__name__)
 
-# rtnetlink multicast groups (linux/rtnetlink.h; equal to pyroute2.netlink.rtnl.RTMGRP_*,
-# defined here so the watcher does not import pyroute2 for five integers).
+# rtnetlink multicast groups (linux/rtnetlink.h)
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
@@ -33,73 +26,11 @@ WATCH_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
                 | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
 
 NETLINK_ROUTE = 0
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
-IFA_F_NODAD = 0x02       # linux/if_addr.h: skip duplicate address detection
-IFA_F_TENTATIVE = 0x40   # DAD still running: the address cannot be used yet (libraries.md §2.2)
-IFA_F_DADFAILED = 0x08
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/var/run/netns"
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-DEFAULT_RCVBUF = 1 << 20  # pyroute2's default; an overflow (ENOBUFS) then needs a real storm
-
-
-def netlink_error():
-    """The pyroute2 NetlinkError class (its ``code`` is the errno)."""
-    from pyroute2 import NetlinkError
-    return NetlinkError
-
-
-def _iproute_takes_netns():
-    """True on pyroute2 0.9.x, whose IPRoute accepts ``netns=``; 0.8.1 takes only ``*argv, **kwarg``."""
-    from pyroute2 import IPRoute
-    try:
-        return "netns" in inspect.signature(IPRoute.__init__).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def open_iproute(netns=None):
-    """A synchronous IPRoute in the current namespace, or in namespace ``netns`` (never creating it).
-
-    A missing namespace raises FileNotFoundError on both pyroute2 lines.
-    """
-    from pyroute2 import IPRoute
-    if netns is None:
-        return IPRoute()
-    if _iproute_takes_netns():
-        return IPRoute(netns=netns, flags=0)
-    from pyroute2 import NetNS
-    return NetNS(netns, flags=0)
-
-
-def close_quietly(ipr):
-    """Close a pyroute2 socket object, also one poisoned by ENOBUFS, without raising and without leaking fds.
-
-    pyroute2 0.9.x stores a socket error in its asyncio core and re-raises it from every later
-    call, close() included, leaving 4 fds open per broken object; clearing the stored error
-    first lets close() finish (libraries.md §2.7, t2_enobufs_leak2.py). The attribute is
-    private, so its absence (0.8.1, later releases) is tolerated.
-    """
-    if ipr is None:
-        return
-    try:
-        ipr.close()
-        return
-    except OSError as exc:
-        log.debug("closing a broken netlink socket raised %s, clearing its stored error", exc)
-    except Exception as exc:  # close must never take the caller down with it
-        log.debug("closing a netlink socket raised %r, ignoring", exc)
-        return
-    core = getattr(ipr, "asyncore", None)
-    stored = getattr(core, "_error_event", None)
-    if stored is not None:
-        stored.clear()
-    try:
-        ipr.close()
-    except Exception as exc:
-        log.warning("netlink socket did not close cleanly (%r), ignoring", exc)
+DEFAULT_RCVBUF = 1 << 20  # an overflow (ENOBUFS) then needs a real storm
 
 
 _libc = None
@@ -143,42 +74,39 @@ def thread_in_netns(name):
         os.close(target)
 
 
+def open_socket(netns, rcvbuf, groups):
+    """A NETLINK_ROUTE socket bound to ``groups`` (0: requests only), in namespace ``netns``
+    (None: the calling thread's own). SO_RCVBUFFORCE (root) ignores net.core.rmem_max, so
+    ``rcvbuf`` really applies in dom0."""
+    if netns is None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    else:
+        with thread_in_netns(netns):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, groups))
+    except Exception:
+        sock.close()
+        raise
+    return sock
+
+
 class RtnlMonitor(object):
     """A raw NETLINK_ROUTE socket subscribed to link, address and route changes; select()-able.
 
     Messages are not parsed: they are only hints that the state must be re-read, because the
-    kernel also changes things without telling (libraries.md §2.4). A plain socket avoids
-    pyroute2's per-thread socket objects (§2.6) and its ENOBUFS poisoning (§2.7): recv raises
-    ENOBUFS once, and closing always releases the one fd.
+    kernel also changes things without telling (libraries.md §2.4). After an overflow recv
+    raises ENOBUFS once, and closing always releases the one fd.
     """
 
     def __init__(self, groups=WATCH_GROUPS, rcvbuf=None, netns=None):
-        if netns is None:
-            sock = self._new_socket()
-        else:
-            with thread_in_netns(netns):
-                sock = self._new_socket()
-        try:
-            self._set_rcvbuf(sock, rcvbuf or DEFAULT_RCVBUF)
-            sock.bind((0, groups))
-            sock.setblocking(False)
-        except Exception:
-            sock.close()
-            raise
-        self._sock = sock
+        self._sock = open_socket(netns, rcvbuf or DEFAULT_RCVBUF, groups)
+        self._sock.setblocking(False)
         self._buf = bytearray(65536)
-
-    @staticmethod
-    def _new_socket():
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-
-    @staticmethod
-    def _set_rcvbuf(sock, size):
-        # SO_RCVBUFFORCE (root) ignores net.core.rmem_max, so the 1 MiB really applies in dom0.
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def fileno(self):
         """The socket's file descriptor, for select()."""
@@ -198,6 +126,72 @@ class RtnlMonitor(object):
                 break
             count += 1
         return count
+
+    def close(self):
+        """Close the socket (idempotent)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+class RtnlError(OSError):
+    """The kernel refused a request: ``errno`` is its error code."""
+
+
+class RtnlSocket(object):
+    """A plain NETLINK_ROUTE socket for requests and dumps, one at a time (one thread).
+
+    Each request carries its own sequence number; replies of another sequence (left over
+    from a request that failed half way) are skipped. Encoding and parsing: rtnl_msg.
+    """
+
+    def __init__(self, netns=None, rcvbuf=DEFAULT_RCVBUF):
+        self._sock = open_socket(netns, rcvbuf, 0)
+        self._seq = 0
+
+    def _send(self, kind, flags, body):
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self._sock.send(rtnl_msg.message(kind, flags | rtnl_msg.NLM_F_REQUEST, self._seq, body))
+        return self._seq
+
+    def _replies(self, seq):
+        """Messages answering ``seq``, datagram by datagram, until the caller stops."""
+        while True:
+            data = self._sock.recv(1 << 16)
+            for kind, flags, got, payload in rtnl_msg.split(data):
+                if got == seq:
+                    yield kind, flags, payload
+
+    def request(self, kind, flags, body):
+        """Send a request with NLM_F_ACK; return the reply message's payload (a get), or None
+        for a plain acknowledgement. Raises RtnlError(errno) when the kernel refuses."""
+        seq = self._send(kind, flags | rtnl_msg.NLM_F_ACK, body)
+        answer = None
+        for reply, _flags, payload in self._replies(seq):
+            if reply == rtnl_msg.NLMSG_ERROR:
+                code = rtnl_msg.error_code(payload)
+                if code:
+                    raise RtnlError(code, os.strerror(code))
+                return answer
+            answer = bytes(payload)    # a get answers with the object, then the ack
+
+    def dump(self, kind, body):
+        """Every message of a dump, as (type, payload bytes); an interrupted dump (the table
+        changed meanwhile, NLM_F_DUMP_INTR) is read again, up to 3 times, then returned."""
+        for _attempt in range(3):
+            seq = self._send(kind, rtnl_msg.NLM_F_DUMP, body)
+            out, interrupted = [], False
+            for reply, flags, payload in self._replies(seq):
+                interrupted = interrupted or bool(flags & rtnl_msg.NLM_F_DUMP_INTR)
+                if reply == rtnl_msg.NLMSG_DONE:
+                    break
+                if reply == rtnl_msg.NLMSG_ERROR:
+                    code = rtnl_msg.error_code(payload)
+                    raise RtnlError(code, os.strerror(code))
+                out.append((reply, bytes(payload)))
+            if not interrupted:
+                break
+        return out
 
     def close(self):
         """Close the socket (idempotent)."""

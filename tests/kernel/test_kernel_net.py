@@ -1,4 +1,4 @@
-"""PyrouteNet against the real kernel, inside the lab topology's dom0 namespace."""
+"""RtnlNet against the real kernel, inside the lab topology's dom0 namespace."""
 
 import errno
 import ipaddress
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from agent.adapters.net import PyrouteNet
+from agent.adapters.net import RtnlNet
 from agent.ports import NetError
 from tests.waiting import wait_until
 
@@ -23,9 +23,9 @@ IP = ipaddress.ip_address
 
 @pytest.fixture
 def dom0(topology):
-    """The firewall VM running (bridge xapi0 in dom0) and a PyrouteNet inside dom0, closed afterwards."""
+    """The firewall VM running (bridge xapi0 in dom0) and a RtnlNet inside dom0, closed afterwards."""
     topology.vm_started(1, "xapi0")
-    net = PyrouteNet(netns=topology.dom0)
+    net = RtnlNet(netns=topology.dom0)
     try:
         yield net
     finally:
@@ -127,7 +127,7 @@ def test_unreachable_gateway_names_gateway_and_bridge(dom0):
 
 def test_missing_link_raises_neterror(topology):
     """Before the VM runs there is no xapi0: link_exists is False and ensure_* raise NetError(ENODEV)."""
-    net = PyrouteNet(netns=topology.dom0)
+    net = RtnlNet(netns=topology.dom0)
     try:
         assert not net.link_exists("xapi0")
         with pytest.raises(NetError) as caught:
@@ -167,7 +167,7 @@ def test_close_leaves_everything_in_place(topology, dom0):
     dom0.ensure_address("xapi0", IF("192.0.2.2/24"))
     dom0.ensure_default_route(IP("192.0.2.1"), "xapi0")
     dom0.close()
-    again = PyrouteNet(netns=topology.dom0)
+    again = RtnlNet(netns=topology.dom0)
     try:
         view = again.read_view()
     finally:
@@ -177,9 +177,9 @@ def test_close_leaves_everything_in_place(topology, dom0):
 
 
 def test_missing_namespace_is_not_created(topology):
-    """A wrong namespace name gives NetError and is never created (pyroute2's O_CREAT default avoided)."""
+    """A wrong namespace name gives NetError and is never created."""
     name = topology.prefix + "-typo"
-    net = PyrouteNet(netns=name)
+    net = RtnlNet(netns=name)
     with pytest.raises(NetError):
         net.read_view()
     net.close()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from agent.adapters.net import PyrouteNet
+from agent.adapters.net import RtnlNet
 from agent.adapters.netwatch import NetlinkWatcher
 from agent.events import (AddressAdded, AddressRemoved, KernelChanged, KernelResynced, LinkAppeared, LinkGone,
                           RouteAdded, RouteRemoved)
@@ -91,7 +91,7 @@ class Recorder(object):
 
 def truth(topology):
     """A fresh read of dom0's links, addresses and default routes."""
-    net = PyrouteNet(netns=topology.dom0)
+    net = RtnlNet(netns=topology.dom0)
     try:
         return net.read_view()
     finally:
