@@ -58,7 +58,9 @@ class Listener(object):
         self.ready.wait(5)
 
     def _run(self):
-        ipr = self.IPRoute(netns=self.ns)
+        from agent.adapters.rtnl import thread_in_netns
+        with thread_in_netns(self.ns):     # IPRoute(netns=) is 0.9-only; the socket stays in ns
+            ipr = self.IPRoute()
         ipr.bind(groups=self.groups)
         self.ready.set()
         while True:
