@@ -69,6 +69,19 @@ def carried_over(path):
             "uplinks_seen": bool(status.get("uplinks_seen"))}
 
 
+def pid_alive(pid):
+    """True when process ``pid`` exists (also another user's: EPERM)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def is_running(status):
     """True when the process that wrote ``status`` still runs (same boot, live pid)."""
     if not status or not status.get("pid"):
@@ -76,12 +89,10 @@ def is_running(status):
     if status.get("boot_id") and status.get("boot_id") != boot_id():
         return False
     try:
-        os.kill(int(status["pid"]), 0)
-    except ProcessLookupError:
+        pid = int(status["pid"])
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    except (OSError, ValueError):
+    if not pid_alive(pid):
         return False
     if status.get("stopped"):
         return False

@@ -8,16 +8,6 @@ from agent.ports import Report
 from agent.trace import TraceFile
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # EPERM: alive, another user's
-    return True
-
-
 class FileReport(Report):
     """Writes transitions and effects to the trace, and status snapshots to the status file."""
 
@@ -33,7 +23,7 @@ class FileReport(Report):
         SIGKILL at that instant left one in /run, and nothing else ever removes them."""
         for path in glob.glob(glob.escape(self.status_path) + ".*.tmp"):
             pid = path[len(self.status_path) + 1:-len(".tmp")]
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or status_file.pid_alive(int(pid)):
                 continue
             try:
                 os.remove(path)

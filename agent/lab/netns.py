@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 
+from agent.status import pid_alive
+
 log = logging.getLogger(__name__)
 
 MGMT_BRIDGE = "xenbr0"
@@ -69,16 +71,6 @@ def fw_side_name(domid, device=0):
 PREFIX = "sspn"
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_orphans():
     """Delete the namespaces of labs whose process is gone (named ``sspn-<pid>-<hex>-<role>``).
 
@@ -94,7 +86,7 @@ def sweep_orphans():
     for line in out.splitlines():
         parts = line.split()[0].split("-") if line.strip() else []
         if (len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit() and parts[3] in ROLES
-                and not _pid_alive(int(parts[1]))):
+                and not pid_alive(int(parts[1]))):
             name = "-".join(parts)
             _run(["ip", "netns", "del", name], check=False)
             log.warning("removed namespace %s left by a lab that no longer runs (pid %s)", name, parts[1])
