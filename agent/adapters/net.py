@@ -43,32 +43,32 @@ class RtnlNet(Net):
 
     def __init__(self, netns=None):
         self._netns = netns
-        self._ipr = None
+        self._sock = None
 
     # --- socket handling ----------------------------------------------------------------------
 
     def _socket(self):
-        if self._ipr is None:
+        if self._sock is None:
             try:
-                self._ipr = rtnl.RtnlSocket(self._netns)
+                self._sock = rtnl.RtnlSocket(self._netns)
             except FileNotFoundError:
                 raise NetError("network namespace %r does not exist; create it (ip netns add) "
                                "or drop the netns argument" % (self._netns,), errno.ENOENT)
             except Exception as exc:
                 raise NetError("cannot open a netlink socket: %s; is the agent running as root?"
                                % _text_of(exc), getattr(exc, "errno", None))
-        return self._ipr
+        return self._sock
 
     def _drop_socket(self):
-        ipr, self._ipr = self._ipr, None
-        if ipr is not None:
-            ipr.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     def _call(self, what, request):
         """Run ``request(socket)``; a kernel refusal becomes NetError(code=errno)."""
-        ipr = self._socket()
+        sock = self._socket()
         try:
-            return request(ipr)
+            return request(sock)
         except rtnl.RtnlError as exc:
             raise NetError("%s: %s" % (what, _text_of(exc)), exc.errno)
         except Exception as exc:
@@ -88,7 +88,7 @@ class RtnlNet(Net):
         """The interface index of ``ifname``, or None when it does not exist."""
         try:
             payload = self._call("look up interface %s" % ifname,
-                                 lambda ipr: ipr.request(msg.RTM_GETLINK, 0, msg.get_link(ifname)))
+                                 lambda sock: sock.request(msg.RTM_GETLINK, 0, msg.get_link(ifname)))
         except NetError as exc:
             if exc.code in (errno.ENODEV, errno.EINVAL, errno.ERANGE):  # missing, or a bad name
                 return None
@@ -104,7 +104,7 @@ class RtnlNet(Net):
 
     def _addresses_on(self, index, ip):
         """The prefix lengths with which address ``ip`` sits on interface ``index``."""
-        dump = self._call("list addresses", lambda ipr: ipr.dump(msg.RTM_GETADDR,
+        dump = self._call("list addresses", lambda sock: sock.dump(msg.RTM_GETADDR,
                                                                  msg.dump_addresses(_family(ip))))
         found = []
         for _kind, payload in dump:
@@ -116,7 +116,7 @@ class RtnlNet(Net):
         return found
 
     def _has_default(self, gateway, index):
-        dump = self._call("list routes", lambda ipr: ipr.dump(msg.RTM_GETROUTE,
+        dump = self._call("list routes", lambda sock: sock.dump(msg.RTM_GETROUTE,
                                                               msg.dump_routes(_family(gateway))))
         for _kind, payload in dump:
             for gw, oif in msg.default_hops(payload):
@@ -145,7 +145,7 @@ class RtnlNet(Net):
         status = "added"
         try:
             self._call("add %s to %s" % (iface, ifname),
-                       lambda ipr: ipr.request(msg.RTM_NEWADDR, msg.NLM_F_CREATE | msg.NLM_F_EXCL, body))
+                       lambda sock: sock.request(msg.RTM_NEWADDR, msg.NLM_F_CREATE | msg.NLM_F_EXCL, body))
         except NetError as exc:
             if exc.code != errno.EEXIST:  # EEXIST: someone added it meanwhile
                 raise
@@ -172,7 +172,7 @@ class RtnlNet(Net):
         body = msg.new_default_route(gw, index)
         try:
             self._call("set default route via %s dev %s" % (gw, ifname),
-                       lambda ipr: ipr.request(msg.RTM_NEWROUTE, msg.NLM_F_CREATE | msg.NLM_F_REPLACE, body))
+                       lambda sock: sock.request(msg.RTM_NEWROUTE, msg.NLM_F_CREATE | msg.NLM_F_REPLACE, body))
         except NetError as exc:
             if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise NetError("gateway %s is not reachable on %s (%s): the bridge needs an "
@@ -186,11 +186,11 @@ class RtnlNet(Net):
 
     def read_view(self):
         """A KernelView: every link, every address, every main-table default route (v4 and v6)."""
-        def dump(ipr):
-            return (ipr.dump(msg.RTM_GETLINK, msg.dump_links()),
-                    ipr.dump(msg.RTM_GETADDR, msg.dump_addresses()),
-                    ipr.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET)),
-                    ipr.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET6)))
+        def dump(sock):
+            return (sock.dump(msg.RTM_GETLINK, msg.dump_links()),
+                    sock.dump(msg.RTM_GETADDR, msg.dump_addresses()),
+                    sock.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET)),
+                    sock.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET6)))
         began = time.monotonic()
         links, addrs, routes4, routes6 = self._call("read links, addresses and routes", dump)
         return attr.evolve(view_from_dumps(links, addrs, ((4, routes4), (6, routes6))), read_at=began)
