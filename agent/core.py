@@ -112,26 +112,34 @@ class Agent(object):
             self._reload(event)
             return
         self.facts.apply(event)
-        if isinstance(event, ev.ActionDone):
-            self._late_reply(event)
+        late = isinstance(event, ev.ActionDone) and self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
             self.reread_kernel()
         trigger = self._drift()
         if trigger is None:
-            trigger = states.module(self.state).work(self, event)
+            # a late reply was the asking state's business, not this one's
+            trigger = states.module(self.state).work(self, None if late else event)
         self._settle(trigger, event)
 
     def _late_reply(self, event):
-        """A reply to a state already left goes to that state's ``reply`` (which records it and
-        keeps its retries right): the firewall's bridge, say, often appears before VM.start
-        returns, and the start would otherwise be missing from the trace."""
+        """Hand a reply to the state that asked, when that is not the one working now: its
+        ``reply`` records it and keeps its retries right (the firewall's bridge, say, often
+        appears before VM.start returns). True when the reply went there (or nowhere)."""
         asked_in = self._asked_in.pop(event.action, None)
-        if asked_in is not None and asked_in != self.state:
-            reply = getattr(states.module(asked_in), "reply", None)
-            if reply is not None:
-                reply(self, event)
+        if asked_in is None or asked_in == self._working():
+            return False
+        reply = getattr(states.module(asked_in), "reply", None)
+        if reply is not None:
+            reply(self, event)
+        return True
+
+    def _working(self):
+        """The state whose work runs now: DEGRADED runs the work of the state that failed."""
+        if self.state == "DEGRADED":
+            return self.degraded_from or "BOOTING"
+        return self.state
 
     def _reload(self, event):
         """SIGHUP: take the new config from ``reload_config()`` (None keeps the old one)."""
@@ -261,7 +269,7 @@ class Agent(object):
         if action in self.facts.pending_actions:
             return False
         self.facts.pending_actions.add(action)
-        self._asked_in[action] = self.state
+        self._asked_in[action] = self._working()
         if action.kind == "enable_host" and not self.facts.host_enable_sent:
             # The agent now owes the host its uplink VMs: on disk before XAPI acts, so that a
             # successor after a crash in between still starts them (tests/faults/test_sigkill.py).

@@ -27,8 +27,8 @@ def write_atomic(path, data):
 
     No fsync: rename alone is atomic against a crash or SIGKILL of the agent (the page cache
     outlives the process), the file lives in /run (tmpfs) and means nothing after a power
-    loss (another boot_id). An fsync here cost up to 160 ms on a disk-backed directory,
-    on the decision thread (bench/kernel_latency.py: the address-restored p99)."""
+    loss (another boot_id). An fsync would block the decision thread for as long as the
+    disk takes, between one repair and the next event."""
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)

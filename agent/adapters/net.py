@@ -135,10 +135,10 @@ class RtnlNet(Net):
         iface = ipaddress.ip_interface(interface)
         ip, prefixlen = iface.ip, iface.network.prefixlen
         index = self._require_index(ifname, "add %s" % iface)
-        # Compare address AND prefix: the kernel keys IPv4 addresses by both, so 192.0.2.2/25
-        # would be a second address next to 192.0.2.2/24 (libraries.md §2.2).
-        if prefixlen in self._addresses_on(index, ip):
-            return "present"
+        # No read first: the add itself says EEXIST when the address is there with this
+        # prefix. The kernel keys IPv4 addresses by address AND prefix, so 192.0.2.2/25 makes
+        # the add succeed as a second address (libraries.md §2.2); the read-back below
+        # compares both.
         # v6 with nodad: else the address stays TENTATIVE for ~1 s and cannot be used as a
         # source (libraries.md §2.2); the agent owns this address, so DAD buys nothing here.
         body = msg.new_address(index, ip, prefixlen)
@@ -147,7 +147,7 @@ class RtnlNet(Net):
             self._call("add %s to %s" % (iface, ifname),
                        lambda sock: sock.request(msg.RTM_NEWADDR, msg.NLM_F_CREATE | msg.NLM_F_EXCL, body))
         except NetError as exc:
-            if exc.code != errno.EEXIST:  # EEXIST: someone added it meanwhile
+            if exc.code != errno.EEXIST:  # EEXIST: already there (the read-back checks the prefix)
                 raise
             status = "present"
         present = self._addresses_on(index, ip)
