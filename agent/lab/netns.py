@@ -235,11 +235,15 @@ class Topology(object):
         With ``gateway`` the fw end gets the gateway addresses (v6 with nodad, plus fe80::1).
         """
         vif, peer = vif_name(domid, device), fw_side_name(domid, device)
-        lines = []
+        # The VIF first, then the bridge: making a veth end in another namespace holds the
+        # RTNL lock for milliseconds (the agent's first read after the bridge appeared took
+        # 6.3 ms in the slowest of 100 reboots on Python 3.6, 0.6 ms usually), a cost with
+        # no counterpart on a host, where netback makes vif<domid>.<n> in dom0 itself. Made
+        # before the bridge, it stays out of the bridge's timeline (bench/kernel_latency.py).
+        lines = ["link add %s type veth peer name %s netns %s" % (vif, peer, self.fw)]
         if bridge not in self.links("dom0"):
-            lines = ["link add %s type bridge" % bridge, "link set %s up" % bridge]
+            lines += ["link add %s type bridge" % bridge, "link set %s up" % bridge]
         self.ip("dom0", batch=lines + [
-            "link add %s type veth peer name %s netns %s" % (vif, peer, self.fw),
             "link set %s master %s" % (vif, bridge),
             "link set %s up" % vif,
         ])
