@@ -4,7 +4,6 @@ Pure functions of (config, facts, management bridge). The guards of the machine 
 state steps both read them, so "what we want" is written down exactly once.
 """
 
-import ipaddress
 import re
 
 from agent.facts import interface_text, mirror_of
@@ -22,8 +21,7 @@ def wanted_binding_addresses(config, facts):
         bridge = facts.bridges[index] if index < len(facts.bridges) else ""
         if not bridge:
             continue
-        for iface in binding.addresses:
-            out.append((bridge, ipaddress.ip_interface(iface)))
+        out.extend((bridge, iface) for iface in binding.addresses)  # ip_interface (config)
     return out
 
 

@@ -4,11 +4,11 @@ Owned by the decision thread alone, so plain mutable attributes suffice. Events 
 every state step verifies through the ports before it relies on a fact for an effect.
 """
 
+import functools
 import ipaddress
 
 import attr
 
-from agent import events as ev
 from agent.world import KernelView
 
 
@@ -160,16 +160,14 @@ class Facts(object):
         return sorted(vm.name_label for vm in self.vms.values() if vm.is_running)
 
 
+@functools.lru_cache(maxsize=256)
 def interface_text(interface):
     """Normalised "addr/prefix" text, as the kernel view stores it."""
     return str(ipaddress.ip_interface(interface))
 
 
+@functools.lru_cache(maxsize=256)
 def mirror_of(interface):
     """The /32 or /128 mirror of a binding address."""
     iface = ipaddress.ip_interface(interface)
     return ipaddress.ip_interface("%s/%d" % (iface.ip, iface.max_prefixlen))
-
-
-KERNEL_EVENTS = (ev.KernelResynced, ev.KernelChanged, ev.LinkAppeared, ev.LinkGone, ev.AddressAdded,
-                 ev.AddressRemoved, ev.RouteAdded, ev.RouteRemoved)

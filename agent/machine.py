@@ -98,9 +98,16 @@ def rows():
     return out
 
 
+_ALLOWED = {}  # (state, trigger) -> rows: the table is constant, the decision loop asks often
+
+
 def allowed(state, trigger):
     """The rows of ``trigger`` that may fire from ``state``, in the order they are tried."""
-    return [r for r in rows() if r["trigger"] == trigger and state in r["source"]]
+    key = (state, trigger)
+    found = _ALLOWED.get(key)
+    if found is None:
+        found = _ALLOWED[key] = tuple(r for r in rows() if r["trigger"] == trigger and state in r["source"])
+    return list(found)
 
 
 def destinations(state, trigger):

@@ -40,8 +40,14 @@ class TraceFile(object):
                 os.rename(self.path, self.path + ".1")
         except OSError:
             pass
-        with open(self.path, "a") as f:
-            f.write(line)
+        # os.open/os.write: no buffered file object per record (this runs between repairs)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            data = line.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
 
 
 def read(path=DEFAULT_PATH, last=None):

@@ -10,6 +10,7 @@ RtnlNet from one thread at a time; the socket is opened by the first call.
 """
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -24,6 +25,22 @@ from agent.world import KernelView
 
 
 IFF_UP = 0x1  # linux/if.h
+
+
+# The kernel's text of an address or gateway -> ipaddress object. Every read parses the same
+# few dozen texts again; ipaddress costs tens of microseconds each on Python 3.6.
+_interface = functools.lru_cache(maxsize=1024)(ipaddress.ip_interface)
+_address = functools.lru_cache(maxsize=1024)(ipaddress.ip_address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _interface_text(text):
+    return str(_interface(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_text(text):
+    return str(_address(text))
 
 
 def _family(ip):
@@ -110,7 +127,7 @@ class RtnlNet(Net):
         for _kind, payload in dump:
             got, text = msg.parse_address(payload)
             if got == index and text:
-                iface = ipaddress.ip_interface(text)
+                iface = _interface(text)
                 if iface.ip == ip:
                     found.append(iface.network.prefixlen)
         return found
@@ -120,7 +137,7 @@ class RtnlNet(Net):
                                                               msg.dump_routes(_family(gateway))))
         for _kind, payload in dump:
             for gw, oif in msg.default_hops(payload):
-                if oif == index and gw and ipaddress.ip_address(gw) == gateway:
+                if oif == index and gw and _address(gw) == gateway:
                     return True
         return False
 
@@ -217,12 +234,12 @@ def view_from_dumps(links, addrs, routes_by_family):
         name = names.get(index)
         if name is None or not text:  # appeared between the dumps: the next event re-reads
             continue
-        addresses.add((name, str(ipaddress.ip_interface(text))))
+        addresses.add((name, _interface_text(text)))
     routes = set()
     for version, dump in routes_by_family:
         for _kind, payload in dump:
             for gw, oif in msg.default_hops(payload):
                 name = names.get(oif)
                 if name is not None:
-                    routes.add((version, str(ipaddress.ip_address(gw)) if gw else "", name))
+                    routes.add((version, _address_text(gw) if gw else "", name))
     return KernelView(links=up, addresses=addresses, routes=routes)

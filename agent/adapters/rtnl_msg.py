@@ -130,6 +130,20 @@ def _attrs(payload, offset):
     return out
 
 
+def _attr_of(payload, offset, wanted):
+    """The first attribute of type ``wanted`` from ``offset`` on, or None; stops at it, so a
+    link's name (among its first attributes) is found without walking its ~50 others."""
+    end = len(payload)
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(payload, offset)
+        if length < _RTATTR.size:
+            break
+        if kind & NLA_TYPE_MASK == wanted:
+            return payload[offset + _RTATTR.size:offset + length]
+        offset += _align(length)
+    return None
+
+
 def _ip_text(family, raw):
     return socket.inet_ntop(family, bytes(raw))
 
@@ -137,7 +151,7 @@ def _ip_text(family, raw):
 def parse_link(payload):
     """(index, flags, ifname) of an RTM_NEWLINK payload."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    name = _attrs(payload, _IFINFOMSG.size).get(IFLA_IFNAME)
+    name = _attr_of(payload, _IFINFOMSG.size, IFLA_IFNAME)
     return index, flags, bytes(name).split(b"\0", 1)[0].decode() if name is not None else None
 
 
