@@ -16,7 +16,7 @@ from agent import guards
 from agent import machine as m
 from agent.facts import Facts
 from agent.timers import Retries, Timers
-from agent.world import PublishState, RaiseMessage
+from agent.world import PublishState, RaiseMessage, diff_views
 
 import states
 
@@ -24,6 +24,8 @@ log = logging.getLogger("sspn-agent")
 logging.getLogger("transitions").setLevel(logging.WARNING)  # one INFO line per transition is ours
 
 MESSAGE_INTERVAL = 3600.0  # at most one DEGRADED alert per hour in XAPI (Xen Orchestra, XCP-ng Center)
+KERNEL_REREAD = "reconcile:kernel"  # a "reconcile" timer: handle() re-reads when it fires
+_KERNEL_BURST = (ev.KernelChanged, ev.KernelNotified)
 MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
 TRANSITIONS_KEPT = 50   # in the status file
 
@@ -111,6 +113,10 @@ class Agent(object):
         if isinstance(event, ev.ReloadRequested):
             self._reload(event)
             return
+        if isinstance(event, ev.KernelNotified):
+            event = self._read_kernel(event)
+            if event is None:
+                return
         self.facts.apply(event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
@@ -314,10 +320,26 @@ class Agent(object):
 
     def reread_kernel(self):
         """Replace the kernel facts with a fresh read (events can be lost or silent)."""
+        view = self._fresh_view("on the reconcile timer")
+        if view is not None:
+            self.facts.set_kernel(view)
+
+    def _read_kernel(self, hint):
+        """The KernelChanged a netlink hint stands for: read the kernel now, on this thread,
+        and name the differences from what the facts held; None when the read failed."""
+        view = self._fresh_view("after " + hint.describe())
+        return None if view is None else ev.KernelChanged(view, diff_views(self.facts.kernel_view(), view))
+
+    def _fresh_view(self, why):
+        """net.read_view(), or None after a failure: the ``reconcile:kernel`` timer then reads
+        again, since no other event might ever ask (a failed read must not stop the loop)."""
         try:
-            self.facts.set_kernel(self.net.read_view())
-        except Exception as e:  # a failed read must not stop the decision loop
-            self.log.warning("kernel re-read failed: %s, retrying on the next event", e)
+            return self.net.read_view()
+        except Exception as e:
+            delay = self.config.timing.backoff_base
+            self.log.warning("kernel re-read %s failed: %s; reading again in %.1f s", why, e, delay)
+            self.arm(KERNEL_REREAD, delay)
+            return None
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -337,18 +359,25 @@ class Agent(object):
         return left if ceiling is None else min(left, ceiling)
 
     def _coalesce(self, event):
-        """Fold queued full kernel views into the newest one (a netlink burst is decided once).
+        """Fold a run of queued kernel events into one (a netlink burst is decided once): views
+        merge into the newest, and a hint among them stands for all, since the read it
+        leads to comes after every one of them.
 
         Returns the event to handle now; a non-kernel event met on the way is handled first
         in order, so nothing is reordered or lost.
         """
-        while isinstance(event, ev.KernelChanged):
+        while isinstance(event, _KERNEL_BURST):
             try:
                 newer = self.queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(newer, ev.KernelChanged):
+            if isinstance(newer, ev.KernelNotified):
+                count = newer.count + getattr(event, "count", 0)
+                event = ev.KernelNotified(count)
+            elif isinstance(newer, ev.KernelChanged) and isinstance(event, ev.KernelChanged):
                 event = event.merge(newer)
+            elif isinstance(newer, ev.KernelChanged):
+                pass  # the read the pending hint leads to is newer than this view
             else:
                 self.handle(event)
                 event = newer

@@ -104,15 +104,32 @@ class KernelResynced(Event):
     view = attr.ib()  # a KernelView
 
 
+@_kind("kernel_notified")
+@attr.s(frozen=True, slots=True)
+class KernelNotified(Event):
+    """The netlink watcher drained ``count`` datagrams of notifications: the kernel changed.
+
+    A hint only, carrying nothing: the decision thread re-reads the kernel when it takes the
+    hint (core.Agent), so it always decides on a read made after its own last change, and a
+    burst that arrives while it works costs one read, not one per batch.
+    """
+
+    count = attr.ib(default=1)
+
+    def describe(self):
+        return "kernel_notified (%d datagrams)" % self.count
+
+
 @_kind("kernel_changed")
 @attr.s(frozen=True, slots=True)
 class KernelChanged(Event):
-    """The netlink watcher re-read the kernel after a batch of notifications.
+    """A re-read of the kernel after notifications: what the decision thread makes of a
+    KernelNotified (core.Agent; FSM tests also post it directly with a chosen view).
 
     ``view`` is the full KernelView (the truth the facts take over: an add and a delete
     inside one batch cancel out in any diff, yet the agent may believe the first); ``changes``
-    the typed deltas against the watcher's previous read (LinkAppeared, AddressRemoved, ...),
-    for the trace.
+    the typed deltas against the previous picture (LinkAppeared, AddressRemoved, ...), for
+    the trace.
     """
 
     view = attr.ib()

@@ -54,11 +54,12 @@ class Net(abc.ABC):
 
 
 class NetWatcher(abc.ABC):
-    """Netlink watcher: its own thread; subscribes first, then posts KernelResynced, then deltas."""
+    """Netlink watcher: its own thread; subscribes first, then posts KernelResynced(view), then
+    one KernelNotified hint per batch of changes (the decision thread re-reads on a hint)."""
 
     @abc.abstractmethod
     def start(self, post):
-        """Begin watching; ``post(event)`` receives LinkAppeared, AddressRemoved, ... events."""
+        """Begin watching; ``post(event)`` receives KernelResynced and KernelNotified events."""
 
     @abc.abstractmethod
     def stop(self):

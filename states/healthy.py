@@ -7,7 +7,6 @@ reconcile timer re-reads the kernel once a minute: one dump, about 5 ms of CPU (
 with bench/footprint.py; every 2 s it cost 28 CPU-seconds an hour).
 """
 
-from agent import events as ev
 
 NAME = "HEALTHY"
 WAITS_FOR = "nothing: watching for drift"
@@ -16,9 +15,8 @@ RECONCILE_INTERVAL = 60.0
 
 
 def work(ctx, event):
-    """Keep the slow reconcile timer armed; re-read the kernel when it fires."""
-    if isinstance(event, ev.TimerFired) and event.name == RECONCILE:
-        ctx.reread_kernel()
+    """Keep the slow reconcile timer armed (the loop re-reads the kernel when it fires, before
+    looking for drift: core.Agent.handle)."""
     if not ctx.timers.armed(RECONCILE):
         ctx.arm(RECONCILE, RECONCILE_INTERVAL)
     return None

@@ -403,3 +403,74 @@ def test_a_route_refused_for_want_of_an_address_is_retried_as_soon_as_the_addres
     w.agent.post(ev.KernelChanged(true, diff_views(torn, true)))
     w.agent.run_pending()                                     # no clock advance
     assert (4, "192.0.2.1", BRIDGE) in w.net.routes and w.agent.state == "HEALTHY"
+
+
+class _CountingReads(object):
+    """The agent's Net port with its read_view calls counted (the model's own reads are not)."""
+
+    def __init__(self, net):
+        self.net, self.reads = net, 0
+
+    def read_view(self):
+        self.reads += 1
+        return self.net.read_view()
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+
+def _counting_reads(world):
+    world.agent.net = _CountingReads(world.net)
+    return world.agent.net
+
+
+def test_a_kernel_hint_is_read_by_the_agent_and_its_deltas_are_the_cause():
+    """The watcher's hint carries nothing: the agent reads the kernel itself and names what
+    changed against what it believed (the trace's cause), then repairs it."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    reads = _counting_reads(w)
+    w.net.post = lambda e: None
+    w.net.remove_address(BRIDGE, "192.0.2.2/24")
+    n = len(w.report.transitions)
+    w.agent.post(ev.KernelNotified(3))
+    w.agent.run_pending()
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses and w.agent.state == "HEALTHY"
+    assert reads.reads == 1
+    cause = w.report.transitions[n]["cause"]
+    assert "address_removed address=192.0.2.2/24 ifname=%s" % BRIDGE in cause
+    assert "route_removed family=4 gateway=192.0.2.1" in cause
+
+
+def test_a_burst_of_kernel_hints_costs_one_read():
+    """1,000 queued hints (and views among them) are one decision on one read made after all."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    reads = _counting_reads(w)
+    view = w.net.read_view()
+    for i in range(1000):
+        w.agent.post(ev.KernelChanged(view, ()) if i % 10 == 0 else ev.KernelNotified())
+    assert w.agent.run_pending() == 1
+    assert reads.reads == 1
+
+
+def test_a_failed_read_after_a_hint_is_retried_on_a_timer():
+    """A read that fails (a netlink socket error) loses nothing: the reconcile:kernel timer
+    reads again after backoff_base, and what changed meanwhile is repaired then."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.net.post = lambda e: None
+    w.net.remove_route(6, "2001:db8:1::1", BRIDGE)
+    real = w.net.read_view
+
+    def broken():
+        raise OSError(105, "No buffer space available")
+    w.net.read_view = broken
+    w.agent.post(ev.KernelNotified())
+    w.agent.run_pending()
+    assert w.agent.timers.armed("reconcile:kernel")
+    assert (6, "2001:db8:1::1", BRIDGE) not in w.net.routes
+    w.net.read_view = real
+    w.clock.now = w.agent.timers.deadline("reconcile:kernel")
+    w.agent.run_pending()
+    assert (6, "2001:db8:1::1", BRIDGE) in w.net.routes and w.agent.state == "HEALTHY"

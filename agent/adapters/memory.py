@@ -134,13 +134,11 @@ class MemoryNet(Net):
             raise NetError("%s: Operation not permitted" % what, 1)
 
     def _change(self, mutate):
-        """Apply a change and post what the real watcher posts: the full view with its deltas."""
+        """Apply a change and post what the real watcher posts: a hint (the agent re-reads)."""
         before = self.read_view()
         mutate()
-        after = self.read_view()
-        changes = diff_views(before, after)
-        if changes:
-            self.post(ev.KernelChanged(after, changes))
+        if diff_views(before, self.read_view()):
+            self.post(ev.KernelNotified())
 
 
 @attr.s

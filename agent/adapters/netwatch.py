@@ -1,9 +1,14 @@
-"""The NetWatcher port on netlink: a thread that turns RTNL multicast into full kernel views.
+"""The NetWatcher port on netlink: a thread that turns RTNL multicast into kernel hints.
 
 Events are hints, the kernel is the truth (DESIGN.md §3): the kernel drops a v4 default route
-silently when its address or link goes (libraries.md §2.4), so every batch of notifications
-triggers a full re-read, posted as KernelChanged(view, deltas against the previous read). A
-burst is drained first and then costs one re-read; the agent coalesces queued views too.
+silently when its address or link goes (libraries.md §2.4), so the messages are not parsed at
+all. After subscribing (and after every overflow) the thread reads everything once and posts
+KernelResynced(view); after that every drained batch of notifications becomes one
+KernelNotified, and the decision thread re-reads when it takes it (core.Agent). Reading
+there, not here, means the agent never decides on a read older than its own last change, a
+burst that arrives while it repairs costs one read, and no second thread parses dumps while
+it repairs (bench/kernel_latency.py: a re-read here competed with every repair for the GIL
+and the CPU).
 
 Order matters: subscribe first, then dump, so nothing falls between the two (STYLE.md #9).
 After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
@@ -18,13 +23,12 @@ import threading
 
 from agent.adapters import rtnl
 from agent.adapters.net import RtnlNet
-from agent.events import KernelChanged, KernelResynced
+from agent.events import KernelNotified, KernelResynced
 from agent.ports import NetWatcher
-from agent.world import diff_views
 
 log = logging.getLogger(__name__)
 
-DRAIN_LIMIT = 256         # datagrams read before a re-read, so a never-ending storm still gets views
+DRAIN_LIMIT = 256         # datagrams per hint, so a never-ending storm still gets hints out
 RETRY_BASE = 0.05         # seconds before the 2nd consecutive reopen; the 1st (ENOBUFS) is immediate
 RETRY_CAP = 5.0
 STOP_TIMEOUT = 5.0        # bounded join: a netlink dump in flight finishes in milliseconds
@@ -82,10 +86,11 @@ class NetlinkWatcher(NetWatcher):
                 monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
                 reader = RtnlNet(self._netns)
                 view = reader.read_view()
+                reader.close()
                 self.resyncs += 1
                 post(KernelResynced(view))
                 failures = 0
-                self._follow(post, monitor, reader, view)
+                self._follow(post, monitor)
             except _Stopping:
                 break
             except Exception as exc:
@@ -105,19 +110,15 @@ class NetlinkWatcher(NetWatcher):
                 break
         log.debug("netlink watcher stopped")
 
-    def _follow(self, post, monitor, reader, view):
-        """Wait for notifications; after each drained batch re-read and post the differences."""
+    def _follow(self, post, monitor):
+        """Wait for notifications; post one KernelNotified per drained batch."""
         while True:
             readable, _, _ = select.select([monitor, self._wake_r], [], [])
             if self._wake_r in readable or self._stopping.is_set():
                 raise _Stopping()
-            if not monitor.drain(DRAIN_LIMIT):
-                continue
-            new = reader.read_view()
-            # The full view, even with no delta: an add and a delete inside one batch cancel
-            # out here, yet the agent may believe the add (measured: bench/kernel_latency.py).
-            post(KernelChanged(new, diff_views(view, new)))
-            view = new
+            count = monitor.drain(DRAIN_LIMIT)
+            if count:
+                post(KernelNotified(count))
 
     def _wait_woken(self, seconds):
         """Back off before reopening; True when stop() woke us meanwhile."""

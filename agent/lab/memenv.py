@@ -28,7 +28,7 @@ class _LockedNet(object):
         return locked
 
     def set_post(self, post):
-        """Where the model's KernelChanged events go."""
+        """Where the model's kernel hints (KernelNotified) go."""
         with self._lock:
             self._net.post = post
 

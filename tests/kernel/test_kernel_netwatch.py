@@ -1,4 +1,9 @@
-"""NetlinkWatcher against the real kernel: what it posts when links, addresses and routes change."""
+"""NetlinkWatcher against the real kernel: what it posts when links, addresses and routes change.
+
+The watcher posts KernelResynced(view) after subscribing and a KernelNotified hint per batch
+of notifications; the Recorder below does what the decision thread does with a hint (re-read,
+name the differences), so the tests see the typed deltas a consumer ends up with.
+"""
 
 import ctypes
 import os
@@ -10,9 +15,9 @@ import pytest
 
 from agent.adapters.net import RtnlNet
 from agent.adapters.netwatch import NetlinkWatcher
-from agent.events import (AddressAdded, AddressRemoved, KernelChanged, KernelResynced, LinkAppeared, LinkGone,
-                          RouteAdded, RouteRemoved)
-from agent.world import KernelView
+from agent.events import (AddressAdded, AddressRemoved, KernelNotified, KernelResynced,
+                          LinkAppeared, LinkGone, RouteAdded, RouteRemoved)
+from agent.world import KernelView, diff_views
 from tests.waiting import wait_until
 
 pytestmark = [
@@ -51,26 +56,48 @@ def fold(view, event):
 
 
 class Recorder(object):
-    """A ``post`` callable that keeps every event; ``gate`` (when set) blocks the watcher thread."""
+    """A ``post`` callable that keeps every event; ``gate`` (when set) blocks the watcher thread.
 
-    def __init__(self):
+    A KernelNotified hint is followed as core.Agent follows it: a fresh read of ``netns``,
+    recorded as its typed deltas against the previous picture."""
+
+    def __init__(self, netns):
+        self.netns = netns
         self.events = []
+        self.hints = 0
+        self.kinds = set()
+        self.view = KernelView()
         self.lock = threading.Lock()
         self.gate = None
         self.threads = set()
         self.tids = set()
+        self._net = None
 
     def __call__(self, event):
         with self.lock:
-            if isinstance(event, KernelChanged):
-                self.events.extend(event.changes)  # the typed deltas, as the trace shows them
+            self.kinds.add(type(event))
+            if isinstance(event, KernelNotified):
+                self.hints += 1
+                if self._net is None:
+                    self._net = RtnlNet(netns=self.netns)
+                new = self._net.read_view()
+                self.events.extend(diff_views(self.view, new))
+                self.view = new
             else:
+                if isinstance(event, KernelResynced):
+                    self.view = event.view
                 self.events.append(event)
         self.threads.add(threading.current_thread().name)
         self.tids.add(_gettid())
         gate = self.gate
         if gate is not None:
             gate.wait(30)
+
+    def close(self):
+        with self.lock:
+            if self._net is not None:
+                self._net.close()
+                self._net = None
 
     def snapshot(self):
         with self.lock:
@@ -106,7 +133,7 @@ def converged(topology, recorder):
 @pytest.fixture
 def watched(topology):
     """A NetlinkWatcher on dom0 that has posted its first KernelResynced; stopped afterwards."""
-    recorder = Recorder()
+    recorder = Recorder(topology.dom0)
     watcher = NetlinkWatcher(netns=topology.dom0)
     watcher.start(recorder)
     try:
@@ -114,6 +141,7 @@ def watched(topology):
         yield watcher, recorder
     finally:
         watcher.stop()
+        recorder.close()
 
 
 def test_initial_resync_shows_the_current_state(topology, watched):
@@ -137,6 +165,18 @@ def test_bridge_appears_and_goes(topology, watched):
     wait_until(lambda: {"xapi0", "vif7.0"} <= {e.ifname for e in recorder.of(LinkGone)},
                message="LinkGone for xapi0 and vif7.0")
     wait_until(lambda: converged(topology, recorder), message="events adding up to the kernel state")
+
+
+def test_notifications_become_hints_and_are_never_parsed_here(topology, watched):
+    """After the first read the watcher posts only KernelNotified: one per drained batch, with
+    the count of messages; it never reads or posts a view itself (the decision thread does)."""
+    _, recorder = watched
+    topology.ip("dom0", batch=["addr add 192.0.2.7/32 dev xenbr0", "addr add 192.0.2.8/32 dev xenbr0"])
+    wait_until(lambda: {AddressAdded("xenbr0", "192.0.2.7/32"), AddressAdded("xenbr0", "192.0.2.8/32")}
+               <= set(recorder.snapshot()), message="both addresses seen after hints")
+    assert recorder.hints >= 1
+    assert recorder.kinds == {KernelResynced, KernelNotified}
+    assert len(recorder.of(KernelResynced)) == 1
 
 
 def test_external_address_removal(topology, watched):
@@ -200,7 +240,7 @@ def test_link_down_and_up(topology, watched):
 def test_overflow_is_followed_by_resync_and_no_fd_leak(topology):
     """10,000 route changes into a tiny buffer: ENOBUFS, a new KernelResynced, the true view, no fd leak."""
     fds_before = len(os.listdir("/proc/self/fd"))
-    recorder = Recorder()
+    recorder = Recorder(topology.dom0)
     recorder.gate = threading.Event()  # hold the watcher inside its first post: nobody reads
     watcher = NetlinkWatcher(netns=topology.dom0, rcvbuf=4096)
     watcher.start(recorder)
@@ -221,13 +261,14 @@ def test_overflow_is_followed_by_resync_and_no_fd_leak(topology):
         if recorder.gate is not None:
             recorder.gate.set()
         watcher.stop()
+        recorder.close()
     assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_stop_ends_the_thread(topology):
     """stop() wakes the idle thread at once and joins it: no thread left, no fd left."""
     fds_before = len(os.listdir("/proc/self/fd"))
-    recorder = Recorder()
+    recorder = Recorder(topology.dom0)
     watcher = NetlinkWatcher(netns=topology.dom0)
     watcher.start(recorder)
     wait_until(lambda: recorder.of(KernelResynced), message="first KernelResynced")
