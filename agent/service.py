@@ -17,6 +17,7 @@ from agent import snapshot
 from agent import status as status_mod
 from agent.adapters.files import FileReport
 from agent.core import Agent
+from agent.idle_gc import IdleCollector
 from agent.notify import Notifier
 from agent.ports import Clock
 
@@ -53,6 +54,7 @@ class Service(object):
         self._ready = False
         self._last_pet = 0.0
         self._last_status_state = None
+        self._gc = IdleCollector()
 
     def _real_adapters(self, post):
         from agent.adapters.net import RtnlNet
@@ -147,6 +149,7 @@ class Service(object):
         elif agent.state != self._last_status_state:
             self.notifier.send("STATUS=%s" % agent.state)
             self._last_status_state = agent.state
+        self._gc.collect()
 
     def run(self):
         """Start the sources, run the decision loop, stop cleanly; returns the exit status."""
@@ -156,9 +159,11 @@ class Service(object):
         self.watcher.start(agent.post)
         self.xapi.start(agent.post)
         tick = self.notifier.watchdog_interval or 30.0
+        self._gc.start()
         try:
             agent.run(after=self._after, tick=tick)
         finally:
+            self._gc.stop()
             self.notifier.send("STOPPING=1")
             for closer in (self.xapi.stop, self.watcher.stop, self.prober.close, self.net.close):
                 try:

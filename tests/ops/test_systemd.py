@@ -7,6 +7,7 @@ needed). The stuck-loop test runs the real Service in-process with in-memory ada
 of which blocks the decision loop on an Event the test controls.
 """
 
+import gc
 import json
 import os
 import shutil
@@ -312,3 +313,4 @@ def test_a_stuck_decision_loop_stops_the_watchdog(workdir, listener):
         thread.join(10)
     assert not thread.is_alive() and result.get("exit") == 0
     assert listener.first("STOPPING=1") is not None
+    assert gc.isenabled()  # the service gives automatic collection back (agent/idle_gc.py)
