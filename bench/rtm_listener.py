@@ -13,6 +13,7 @@ timestamps, docs/performance.md). The bench parses the datagrams afterwards with
 so the agent's netlink code is never the judge of itself. Python 3.6 compatible.
 """
 
+import fcntl
 import os
 import socket
 import struct
@@ -22,6 +23,7 @@ import time
 GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400  # LINK, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE
 SO_RCVBUFFORCE = 33
 RECORD = struct.Struct("<dI")
+F_SETPIPE_SZ = 1031  # linux/fcntl.h (fcntl.F_SETPIPE_SZ needs Python 3.10)
 
 
 def main():
@@ -34,6 +36,12 @@ def main():
     sock.bind((0, GROUPS))
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
     fd = out.fileno()
+    try:
+        # A 1 MiB pipe: with the default 64 KiB a slow reader filled it within a few firewall
+        # reboots, and a blocked write() delayed the next recv() and its stamp (by ~2 ms).
+        fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+    except OSError as exc:
+        sys.stderr.write("rtm_listener: pipe stays at its default size (%s)\n" % exc)
     _write_all(fd, RECORD.pack(time.monotonic(), 0))
     buf = bytearray(1 << 16)
     while True:
