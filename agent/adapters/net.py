@@ -61,6 +61,7 @@ class RtnlNet(Net):
     def __init__(self, netns=None):
         self._netns = netns
         self._sock = None
+        self._known = {}  # ifname -> index, from the last read_view (the decision thread's)
 
     # --- socket handling ----------------------------------------------------------------------
 
@@ -112,12 +113,28 @@ class RtnlNet(Net):
             raise
         return msg.parse_link(payload)[0] if payload else None
 
-    def _require_index(self, ifname, doing):
-        index = self._index(ifname)
+    def _require_index(self, ifname, doing, known=True):
+        """The index of ``ifname``: the last read's when ``known`` and it has one (a repair
+        follows a read, and each lookup is one more round trip that can wait behind RTNL),
+        else looked up now."""
+        index = self._known.get(ifname) if known else None
+        if index is None:
+            index = self._index(ifname)
         if index is None:
             raise NetError("interface %s does not exist, cannot %s; it appears when the VM "
                            "attached to its network starts" % (ifname, doing), errno.ENODEV)
         return index
+
+    def _on_fresh_index(self, ifname, change):
+        """Run ``change(known)``; when the index from the last read is gone (ENODEV: the
+        interface was re-created since, and indexes are not reused), once more with a fresh
+        lookup."""
+        try:
+            return change(True)
+        except NetError as exc:
+            if exc.code != errno.ENODEV or self._known.pop(ifname, None) is None:
+                raise
+            return change(False)
 
     def _addresses_on(self, index, ip):
         """The prefix lengths with which address ``ip`` sits on interface ``index``."""
@@ -150,8 +167,11 @@ class RtnlNet(Net):
     def ensure_address(self, ifname, interface):
         """Make ``interface`` present on ``ifname`` (v6 with nodad): "added" or "present", else NetError."""
         iface = ipaddress.ip_interface(interface)
+        return self._on_fresh_index(ifname, lambda known: self._ensure_address(ifname, iface, known))
+
+    def _ensure_address(self, ifname, iface, known):
         ip, prefixlen = iface.ip, iface.network.prefixlen
-        index = self._require_index(ifname, "add %s" % iface)
+        index = self._require_index(ifname, "add %s" % iface, known)
         # No read first: the add itself says EEXIST when the address is there with this
         # prefix. The kernel keys IPv4 addresses by address AND prefix, so 192.0.2.2/25 makes
         # the add succeed as a second address (libraries.md §2.2); the read-back below
@@ -181,7 +201,10 @@ class RtnlNet(Net):
     def ensure_default_route(self, gateway, ifname):
         """Make the main-table default route go via ``gateway`` on ``ifname``; "replaced" or "present"."""
         gw = ipaddress.ip_address(gateway)
-        index = self._require_index(ifname, "route via %s" % gw)
+        return self._on_fresh_index(ifname, lambda known: self._ensure_default_route(gw, ifname, known))
+
+    def _ensure_default_route(self, gw, ifname, known):
+        index = self._require_index(ifname, "route via %s" % gw, known)
         if self._has_default(gw, index):
             return "present"
         # "replace" is idempotent and swaps an existing default of the same metric in place
@@ -210,7 +233,9 @@ class RtnlNet(Net):
                     sock.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET6)))
         began = time.monotonic()
         links, addrs, routes4, routes6 = self._call("read links, addresses and routes", dump)
-        return attr.evolve(view_from_dumps(links, addrs, ((4, routes4), (6, routes6))), read_at=began)
+        view = view_from_dumps(links, addrs, ((4, routes4), (6, routes6)))
+        self._known = dict((name, index) for index, _flags, name in map(msg.parse_link, (p for _k, p in links)))
+        return attr.evolve(view, read_at=began)
 
 
 def view_from_dumps(links, addrs, routes_by_family):

@@ -184,3 +184,28 @@ def test_missing_namespace_is_not_created(topology):
         net.read_view()
     net.close()
     assert not os.path.exists(os.path.join("/var/run/netns", name))
+
+
+def test_a_bridge_recreated_since_the_last_read_gets_its_address_and_route(topology, dom0):
+    """ensure_* use the index of the last read; the firewall rebooted since (new bridge, new
+    index): the stale index is refused (ENODEV) and the call looks the bridge up again."""
+    old = dom0.read_view()
+    assert "xapi0" in old.links
+    old_index = int(topology.ip("dom0", "-o", "link", "show", "xapi0").split(":")[0])
+    topology.vm_stopped(1, "xapi0")
+    topology.vm_started(2, "xapi0")
+    new_index = int(topology.ip("dom0", "-o", "link", "show", "xapi0").split(":")[0])
+    assert new_index != old_index
+    assert dom0.ensure_address("xapi0", IF("192.0.2.2/24")) == "added"
+    assert dom0.ensure_default_route(IP("192.0.2.1"), "xapi0") == "replaced"
+    view = dom0.read_view()
+    assert ("xapi0", "192.0.2.2/24") in view.addresses and (4, "192.0.2.1", "xapi0") in view.routes
+
+
+def test_a_bridge_gone_since_the_last_read_is_named_missing(topology, dom0):
+    """The index of the last read is gone and so is the bridge: the error names the interface."""
+    dom0.read_view()
+    topology.vm_stopped(1, "xapi0")
+    with pytest.raises(NetError) as err:
+        dom0.ensure_address("xapi0", IF("192.0.2.2/24"))
+    assert err.value.code == errno.ENODEV and "xapi0 does not exist" in str(err.value)
