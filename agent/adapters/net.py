@@ -127,8 +127,8 @@ class RtnlNet(Net):
 
     def _on_fresh_index(self, ifname, change):
         """Run ``change(known)``; when the index from the last read is gone (ENODEV: the
-        interface was re-created since, and indexes are not reused), once more with a fresh
-        lookup."""
+        interface was re-created since; indexes come from a counter that only wraps at 2^31),
+        once more with a fresh lookup."""
         try:
             return change(True)
         except NetError as exc:
