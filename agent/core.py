@@ -9,6 +9,7 @@ turned into TimerFired events by the loop. Effects go through the ports only.
 import logging
 import queue
 import random
+import threading
 import time
 
 from agent import events as ev
@@ -100,6 +101,25 @@ class Agent(object):
     def post(self, event):
         """Queue an event (thread-safe; every source calls this)."""
         self.queue.put(event)
+
+    def post_from_signal(self, event):
+        """Queue an event from a signal handler. The handler runs on the decision thread
+        between two bytecodes, perhaps while that thread holds the queue's lock (inside a
+        get): post() would wait for that lock forever and SIGTERM would hang the agent. So the
+        lock is only taken when free; else a short-lived thread posts the event, once the
+        lock is released."""
+        q = self.queue
+        if not q.mutex.acquire(False):
+            poster = threading.Thread(target=self.post, args=(event,), name="signal-post")
+            poster.daemon = True
+            poster.start()
+            return
+        try:
+            q._put(event)
+            q.unfinished_tasks += 1
+            q.not_empty.notify()
+        finally:
+            q.mutex.release()
 
     def start(self):
         """Run BOOTING's work once, before any event (the early management mirror)."""

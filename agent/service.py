@@ -123,10 +123,10 @@ class Service(object):
 
     def _signals(self):
         def stop(signum, _frame):
-            self.agent.post(ev.StopRequested(signal.Signals(signum).name))
+            self.agent.post_from_signal(ev.StopRequested(signal.Signals(signum).name))
 
         def reload(_signum, _frame):
-            self.agent.post(ev.ReloadRequested())
+            self.agent.post_from_signal(ev.ReloadRequested())
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)

@@ -496,3 +496,37 @@ def test_a_bind_failed_on_a_vanishing_bridge_does_not_delay_the_next_bridge():
     w.agent.run_pending()                                      # no clock advance
     assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
     assert (4, "192.0.2.1", BRIDGE) in w.net.routes
+
+
+def test_a_stop_signal_while_the_queue_lock_is_held_neither_waits_nor_is_lost():
+    """A signal handler runs on the decision thread, maybe inside a queue call holding the
+    queue's lock: post_from_signal must return while the lock is still held (post() would
+    wait for it, forever when the holder is the interrupted thread itself), and the stop must
+    still arrive once the lock is free."""
+    import threading
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    held, release, holding = threading.Event(), threading.Event(), []
+
+    def holder():
+        with w.agent.queue.mutex:
+            holding.append(True)
+            held.set()
+            release.wait(5)
+            holding.pop()
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(5)
+    w.agent.post_from_signal(ev.StopRequested("SIGTERM"))
+    still_held = bool(holding)
+    release.set()
+    thread.join(5)
+    assert still_held, "post_from_signal waited for the queue's lock"
+    assert isinstance(w.agent.queue.get(timeout=5), ev.StopRequested)
+
+
+def test_a_stop_signal_with_the_queue_lock_free_is_queued_at_once():
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.agent.post_from_signal(ev.StopRequested("SIGTERM"))
+    assert isinstance(w.agent.queue.get_nowait(), ev.StopRequested)
