@@ -3,10 +3,10 @@
 Drift is detected by the loop after every event (address lost -> BINDING, route lost ->
 ROUTED, PBD detached -> SR_PROBING, uplink gone -> WAITING_VM, host disabled -> MAINTENANCE).
 Netlink events are hints that can be lost (overflow, silent kernel drops), so a slow
-reconcile timer re-reads the kernel once a minute: one dump, about 5 ms of CPU (measured
-with bench/footprint.py; every 2 s it cost 28 CPU-seconds an hour).
+reconcile timer re-reads the kernel once a minute: one read, about 0.4 ms with 44 links on
+the raw netlink path (every 2 s, through pyroute2, it cost 28 CPU-seconds an hour:
+bench/footprint.py).
 """
-
 
 NAME = "HEALTHY"
 WAITS_FOR = "nothing: watching for drift"
