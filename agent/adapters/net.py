@@ -233,12 +233,13 @@ class RtnlNet(Net):
                     sock.dump(msg.RTM_GETROUTE, msg.dump_routes(socket.AF_INET6)))
         began = time.monotonic()
         links, addrs, routes4, routes6 = self._call("read links, addresses and routes", dump)
-        view = view_from_dumps(links, addrs, ((4, routes4), (6, routes6)))
-        self._known = dict((name, index) for index, _flags, name in map(msg.parse_link, (p for _k, p in links)))
+        known = {}
+        view = view_from_dumps(links, addrs, ((4, routes4), (6, routes6)), index_of=known)
+        self._known = known
         return attr.evolve(view, read_at=began)
 
 
-def view_from_dumps(links, addrs, routes_by_family):
+def view_from_dumps(links, addrs, routes_by_family, index_of=None):
     """Build a KernelView from RTM_GETLINK, RTM_GETADDR and (version, RTM_GETROUTE) dumps.
 
     Addresses are ipaddress-normalised "addr/prefix" text; a default route without a gateway
@@ -246,11 +247,14 @@ def view_from_dumps(links, addrs, routes_by_family):
     route cannot be added through a down link (ENETUNREACH), link down drops the v4 routes
     and v6 addresses, and link up brings back only prefix routes (libraries.md §2.4) -- so
     a down bridge is an absent uplink, and its coming up is what starts binding.
+    ``index_of``, when given, is filled with name -> index of every link (one parse).
     """
     names, up = {}, set()
     for _kind, payload in links:
         index, flags, name = msg.parse_link(payload)
         names[index] = name
+        if index_of is not None:
+            index_of[name] = index
         if flags & IFF_UP:
             up.add(name)
     addresses = set()
