@@ -11,16 +11,21 @@ export HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: lab test test-new test-36 venv venv36 diagram clean
 
+# pip >= 21.3 builds in the source tree (build/, *.egg-info): install from a throwaway copy of
+# what the package needs, so the checkout stays clean on every pip and setuptools version.
+SRC_COPY = tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	tar -cf - --exclude=__pycache__ setup.cfg pyproject.toml README.md agent states | tar -xf - -C "$$tmp"
+
 $(VENV)/.done: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -U pip
-	$(VENV)/bin/python -m pip install -q -U ".[test]"
+	$(SRC_COPY) && $(VENV)/bin/python -m pip install -q -U "$$tmp[test]"
 	touch $@
 
 $(VENV36)/.done: setup.cfg pyproject.toml .ci/floors.txt
 	$(PY36) -m venv $(VENV36)
 	$(VENV36)/bin/python -m pip install -q "pip==21.3.1"
-	$(VENV36)/bin/python -m pip install -q -c .ci/floors.txt ".[test]"
+	$(SRC_COPY) && $(VENV36)/bin/python -m pip install -q -c .ci/floors.txt "$$tmp[test]"
 	touch $@
 
 venv: $(VENV)/.done
