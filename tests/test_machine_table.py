@@ -7,7 +7,7 @@ from agent.events import TimerFired
 from agent.core import MachineBug
 from memworld import MemWorld
 
-# The expected table, written out by hand as the spec of DESIGN §4: (state, trigger) -> dests.
+# The expected table, written out by hand as the spec of docs/machine.md: (state, trigger) -> dests.
 EXPECTED = {
     ("BOOTING", "xapi_answered"): ["DEGRADED", "MAINTENANCE", "WAITING_VM", "BINDING"],
     ("BOOTING", "budget_spent"): ["DEGRADED"],
@@ -49,7 +49,7 @@ CELLS = [(s, t) for s in m.STATE_NAMES for t in m.TRIGGERS]
 
 @pytest.mark.parametrize("state,trigger", CELLS)
 def test_every_cell_matches_the_spec(state, trigger):
-    """Each (state, trigger) cell allows exactly the destinations DESIGN §4 names, in order."""
+    """Each (state, trigger) cell allows exactly the destinations docs/machine.md names, in order."""
     assert m.destinations(state, trigger) == EXPECTED.get((state, trigger), [])
 
 
@@ -96,6 +96,92 @@ def test_agent_is_importable_without_io_libraries():
             "print(','.join(bad))")
     out = subprocess.check_output([sys.executable, "-c", code], cwd=_root()).decode().strip()
     assert out == ""
+
+
+def _table_edges():
+    return sorted((s, r["trigger"], r["dest"]) for r in m.rows() for s in r["source"])
+
+
+def _picture_edges(names):
+    from agent import diagram
+    out = []
+    for name in names:
+        for source, row in diagram.edges(name):
+            sources = m.STATE_NAMES if source == diagram.ANY else (source,)
+            out += [(s, row["trigger"], row["dest"]) for s in sources]
+    return sorted(out)
+
+
+def test_every_edge_is_in_exactly_one_picture():
+    """The way up, drift and failure pictures together draw the whole table, no edge twice."""
+    from agent import diagram
+    assert _picture_edges([p[0] for p in diagram.PICTURES]) == _table_edges()
+
+
+def test_the_pictures_split_by_trigger_kind():
+    """Up holds only progress edges clear of DEGRADED; failure only edges touching DEGRADED."""
+    from agent import diagram
+    assert diagram.failure_states() == ["DEGRADED"]
+    for source, row in diagram.edges("up"):
+        assert row["trigger"] in m.PROGRESS_TRIGGERS and "DEGRADED" not in (source, row["dest"])
+    for source, row in diagram.edges("drift"):
+        assert row["trigger"] in m.DRIFT_TRIGGERS + m.CONTROL_TRIGGERS and row["dest"] != "DEGRADED"
+    for source, row in diagram.edges("failure"):
+        assert "DEGRADED" in (source, row["dest"])
+    triggers = set(r["trigger"] for _, r in diagram.edges("failure"))
+    assert {"budget_spent", "recovered"} <= triggers
+
+
+def test_the_way_up_reaches_healthy_from_the_initial_state():
+    """Following only the way-up picture, HEALTHY is reachable from BOOTING."""
+    from agent import diagram
+    seen, todo = set(), [m.INITIAL]
+    while todo:
+        state = todo.pop()
+        seen.add(state)
+        todo += [r["dest"] for s, r in diagram.edges("up") if s == state and r["dest"] not in seen]
+    assert "HEALTHY" in seen
+
+
+def test_a_new_row_lands_in_a_picture_without_code_changes(monkeypatch):
+    """The pictures derive from the table: an added drift row is drawn on the next `agent diagram`."""
+    from agent import diagram
+    row = {"trigger": "route_lost", "source": "ROUTED", "dest": "BINDING"}
+    monkeypatch.setattr(m, "TRANSITIONS", m.TRANSITIONS + (row,))
+    assert "  ROUTED --> BINDING: route_lost" in diagram.mermaid("drift").splitlines()
+    assert _picture_edges([p[0] for p in diagram.PICTURES]) == _table_edges()
+
+
+@pytest.mark.parametrize("name", ["machine.mmd", "up.mmd", "drift.mmd", "failure.mmd"])
+def test_each_mermaid_file_declares_what_it_draws(name):
+    """Every edge of each .mmd joins declared states, so code hosts render it as stateDiagram-v2."""
+    from agent import diagram
+    text = diagram.generated()[name]
+    lines = text.splitlines()
+    assert lines[0] == "stateDiagram-v2" and lines[1].startswith("  direction ")
+    declared = set(line.split(" as ")[1] for line in lines if line.startswith("  state "))
+    edges = [line for line in lines if " --> " in line and not line.startswith("  [*]")]
+    assert edges
+    for line in edges:
+        source, rest = line.strip().split(" --> ")
+        assert source in declared and rest.split(":")[0] in declared, line
+
+
+def test_the_markdown_embeds_each_picture_and_the_stale_check_covers_every_file(tmp_path):
+    """README.md carries the three pictures as mermaid blocks; a missing or edited file is stale."""
+    from agent import diagram
+    page = diagram.markdown()
+    for name, title, direction, _ in diagram.PICTURES:
+        assert "## %s" % title in page and diagram.mermaid(name, direction).rstrip() in page
+    assert page.count("```mermaid") == len(diagram.PICTURES)
+    diagram.write(str(tmp_path))
+    assert diagram.stale(str(tmp_path)) == []
+    for name in diagram.generated():
+        path = tmp_path / name
+        text = path.read_text()
+        path.write_text(text + "x")
+        assert diagram.stale(str(tmp_path)) == [str(path)]
+        path.write_text(text)
 
 
 def _root():
