@@ -1,6 +1,6 @@
 """`agent bundle`: one self-contained zipapp for an offline dom0, built from the Python 3.6 floor set.
 
-DESIGN.md §8: dom0 has Python 3.6 and often no internet. The bundle is built on a machine that
+docs/architecture.md §8: dom0 has Python 3.6 and often no internet. The bundle is built on a machine that
 has both: pip downloads pure-Python wheels for Python 3.6 (constraints: .ci/floors.txt without
 the test tools), they are unpacked next to our ``agent`` and ``states`` packages, and
 ``zipapp`` turns the directory into ``sspn-agent.pyz`` (``#!/usr/bin/python3``, entry point
@@ -42,7 +42,7 @@ UNIT_NAME = "sspn-agent.service"
 INTERPRETER = "/usr/bin/python3"
 PACKAGES = ("agent", "states")
 TARGET_PYTHON = "3.6"
-# dom0's python3 on XCP-ng 8.3 / XenServer 8 (CentOS 7 userland, DESIGN.md §8).
+# dom0's python3 on XCP-ng 8.3 / XenServer 8 (CentOS 7 userland, docs/architecture.md §8).
 TARGET_ENVIRONMENT = {
     "python_version": "3.6", "python_full_version": "3.6.8", "implementation_name": "cpython",
     "implementation_version": "3.6.8", "platform_python_implementation": "CPython",

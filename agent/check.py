@@ -1,6 +1,6 @@
 """`agent check`: preflight a host against the live XAPI and kernel; a checklist with one fix per problem.
 
-Run it before rebooting into a NIC-less setup (DESIGN.md §6). It reads XAPI through the same
+Run it before rebooting into a NIC-less setup (README.md, "Install on dom0"). It reads XAPI through the same
 code the agent's watcher resyncs with (``XapiConnection`` + ``read_world``), then asks XAPI a
 few more questions only to explain what did not resolve (which label was meant, whose uuid
 to rename). Kernel items use the agent's own adapters: ``RtnlNet`` for the management
@@ -222,7 +222,7 @@ def _missing_vif(conn, label, view, network_label, network):
         except ValueError:
             continue
     device = next(n for n in range(len(devices) + 1) if n not in devices)
-    # The bridge of a PIF-less network exists only while a VIF on it is plugged (xapi-facts §6).
+    # The bridge of a PIF-less network exists only while a VIF on it is plugged (docs/xapi-behaviour.md §8).
     return failed("VM '%s' has no VIF on network '%s': its bridge would never appear"
                   % (label, network_label),
                   "xe vif-create vm-uuid=%s network-uuid=%s device=%d, then restart the VM "

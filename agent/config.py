@@ -1,6 +1,6 @@
 """Reads agent.toml into frozen config values; a bad file gets one ConfigError naming key and line.
 
-DESIGN §5. The schema is agent.toml.example: every key there, with the defaults below.
+The schema is agent.toml.example: every key there, with the defaults below.
 ``parse_config`` / ``load_config`` never raise anything but ConfigError, whatever the input
 (fuzzed in tests/test_config.py); the CLI prints ``str(error)`` and exits with EX_CONFIG.
 Runs on Python 3.6 (attrs 22.2, tomli 1.2.3).
@@ -72,12 +72,12 @@ class XapiConfig(object):
     username = attr.ib(default="root")
     password_file = attr.ib(default="")
     call_timeout = attr.ib(default=10.0)
-    # xapi keeps "disabled with auto_enable=false" in its Localdb, not in the API (xapi-facts §4.2)
+    # xapi keeps "disabled with auto_enable=false" in its Localdb, not in the API (docs/xapi-behaviour.md §5)
     local_db = attr.ib(default="/var/lib/xcp/local.db")
 
     @property
     def is_local(self):
-        """True when the agent talks to the pre-authenticated local socket (xapi-facts §2)."""
+        """True when the agent talks to the pre-authenticated local socket (docs/xapi-behaviour.md §2)."""
         return not self.url
 
     def read_password(self):
@@ -817,7 +817,7 @@ def default_config():
 
 
 def read_inventory(path="/etc/xensource-inventory"):
-    """The KEY='value' lines of /etc/xensource-inventory as a dict (xapi-facts §6)."""
+    """The KEY='value' lines of /etc/xensource-inventory as a dict (docs/xapi-behaviour.md §11)."""
     try:
         with open(path, "rb") as handle:
             text = handle.read().decode("utf-8", "replace")

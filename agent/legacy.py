@@ -1,6 +1,6 @@
 """Turns vif-ip-binder's JSON config into commented agent.toml text, with notes on what changed.
 
-The predecessor (peers.md §1.1) read /root/vif-ip-binder.json: keys user, password, vmName,
+The predecessor (SkyDubh/vif-ip-binder, vif-ip-binder.py) read /root/vif-ip-binder.json: keys user, password, vmName,
 sspnName, brName (its *management* bridge, where it put the /32 mirror, step 2), address,
 gateway, netSRs ([{sr_uuid: ping_ip}]), timeout (event.from seconds) and ipBinary. Its
 published sample carries /* */ comments that plain JSON rejects; we accept them.

@@ -1,6 +1,6 @@
 """The status file: built from the running agent, written atomically, read and rendered by the CLI.
 
-`agent status` reads only this file (STYLE: status is a file, the CLI only reads it), so this
+`agent status` reads only this file (docs/architecture.md §7: status is a file, the CLI only reads it), so this
 module imports nothing heavy: no icmplib, XenAPI or transitions.
 """
 

@@ -1,7 +1,7 @@
 """Deadlines and retry budgets for the decision thread: no timer threads, no callbacks.
 
 A timer is a named deadline; the loop waits on its queue until the earliest one and then
-posts ``TimerFired(name)`` like any other event (STYLE: a timer expiring is an ordinary
+posts ``TimerFired(name)`` like any other event (docs/architecture.md §2: a timer expiring is an ordinary
 event on the queue). Retries back off exponentially with jitter, capped, and never faster
 than half the base delay, so nothing busy-loops.
 """

@@ -3,7 +3,7 @@
 Method: for each interpreter given (default: this one), alternate N runs of
 `PY -c pass` and N runs of `PY -m agent status --file F` (F: a status file written by a live
 process, so the full render path runs), interleaved to share machine noise; report the
-median and p90 of each and the ratio of medians. Target (DESIGN §9, issue 7): <= 2.5x.
+median and p90 of each and the ratio of medians. Target (docs/performance.md, issue 7): <= 2.5x.
 
     python bench/status_time.py [--runs 40] [PYTHON ...]
 """

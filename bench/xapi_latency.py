@@ -4,7 +4,7 @@ Method. The XAPI simulator on a Unix socket (default scenario) and the real Xapi
 PyPI XenAPI client, in this process, posting into a queue.Queue like the agent's. For N runs,
 alternately stop and start the uplink VM "pfsense" through the simulator's control API and
 take time.monotonic() right before the call and when the matching VmChanged arrives on the
-queue. The simulator batches event.from replies by 5 ms (xapi: 50 ms, xapi-facts §3.5).
+queue. The simulator batches event.from replies by 5 ms (xapi: 50 ms, docs/xapi-behaviour.md §3).
 Then the same with 1,000 unrelated VMs churning in a background thread.
 
     python bench/xapi_latency.py [--runs 200] [--json]

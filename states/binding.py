@@ -1,7 +1,7 @@
 """BINDING: put every configured address on its bridge and the /32 (/128) management mirror.
 
 Each address is ensured through the Net port, which reads it back; nothing is ever removed.
-The mirror keeps XAPI's console and performance links working (DESIGN §1); a missing
+The mirror keeps XAPI's console and performance links working (docs/architecture.md); a missing
 management bridge only costs the mirror, with a warning. Failures back off and, after the
 retry budget, lead to DEGRADED with reason "bind".
 """

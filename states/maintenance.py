@@ -2,8 +2,8 @@
 
 Policy ([maintenance] enable_host): "never" never fixes; "always" fixes whenever the host is
 disabled; "when-locked-out" fixes only while no uplink VM runs, and never a host disabled on
-purpose (persisted auto_enable=false, or other_config:MAINTENANCE_MODE=true; xapi-facts §4.2,
-§4.3). host.enable answers HOST_STILL_BOOTING until xapi's start-up completes: retried with
+purpose (persisted auto_enable=false, or other_config:MAINTENANCE_MODE=true; docs/xapi-behaviour.md
+§5). host.enable answers HOST_STILL_BOOTING until xapi's start-up completes: retried with
 backoff. The uplink VM is started by WAITING_VM once the host is enabled.
 """
 

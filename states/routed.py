@@ -1,7 +1,7 @@
 """ROUTED: install the default route(s) via the firewall, then wait for the gateway to answer.
 
 Routes are replaced in the main table (idempotent) and read back. The kernel drops a v4
-default route silently when its address goes (libraries.md §2.4), which the loop sees as
+default route silently when its address goes (docs/kernel-behaviour.md §2), which the loop sees as
 route_lost. The gateway is probed every probe_interval until it answers; after the retry
 budget the machine enters DEGRADED with reason "gateway" and keeps probing.
 """

@@ -2,10 +2,10 @@
 then start the held-back auto-power-on VMs in ascending ``order`` groups.
 
 All SRs are probed concurrently every probe_interval (the predecessor pinged serially, 5 s
-per miss; peers.md §1.1). Only this host's PBD of a configured SR is plugged. A failed plug
+per miss; SkyDubh/vif-ip-binder). Only this host's PBD of a configured SR is plugged. A failed plug
 backs off exponentially with jitter; after the retry budget the machine enters DEGRADED with
 reason sr:<uuid> while probes continue. Autostart runs once per host boot: VM.start already
-waits the VM's start_delay (xapi-facts §4.5), so no second delay is added here.
+waits the VM's start_delay (docs/xapi-behaviour.md §6), so no second delay is added here.
 """
 
 import attr

@@ -1,7 +1,7 @@
 """WAITING_VM: wait for an uplink VM to run and its network's bridge to exist in the kernel.
 
 The bridge (xapiN) of a PIF-less network exists only while one of its VIFs is plugged
-(xapi-facts §6), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
+(docs/xapi-behaviour.md §8), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
 can start. When this run re-enabled the host (MAINTENANCE), the uplink VMs are started here,
 first of all VMs, with backoff on failure -- once per boot: after every binding's bridge has
 existed (``uplinks_seen``), an uplink VM that halts was stopped by someone, and stays stopped.

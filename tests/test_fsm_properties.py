@@ -1,7 +1,7 @@
 """Hypothesis stateful tests: random fault sequences against the real machine definition.
 
 The machine under test is the real Agent with the real table, states and guards; only the
-ports are in memory. Invariants (DESIGN §4): every transition is a row of the table and
+ports are in memory. Invariants (docs/machine.md §6): every transition is a row of the table and
 names its cause; nothing outside the config is ever removed; host.enable is never called
 against policy; retries never busy-loop; and once the world is quiet and healthy, the
 machine ends in HEALTHY with everything in place.

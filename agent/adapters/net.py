@@ -1,7 +1,7 @@
 """The Net port on rtnetlink: idempotent addresses and default routes, verified by reading back.
 
 Never deletes anything: the agent owns only what its config names, and even that it only adds
-or replaces (DESIGN.md §3 "touch only what we own").
+or replaces (docs/architecture.md §2 "who may touch what").
 
 Requests go through a plain NETLINK_ROUTE socket (rtnl.RtnlSocket, messages in rtnl_msg):
 a request and its acknowledgement take tens of microseconds, where pyroute2's IPRoute took
@@ -174,10 +174,10 @@ class RtnlNet(Net):
         index = self._require_index(ifname, "add %s" % iface, known)
         # No read first: the add itself says EEXIST when the address is there with this
         # prefix. The kernel keys IPv4 addresses by address AND prefix, so 192.0.2.2/25 makes
-        # the add succeed as a second address (libraries.md §2.2); the read-back below
+        # the add succeed as a second address (docs/kernel-behaviour.md §4); the read-back below
         # compares both.
         # v6 with nodad: else the address stays TENTATIVE for ~1 s and cannot be used as a
-        # source (libraries.md §2.2); the agent owns this address, so DAD buys nothing here.
+        # source (docs/kernel-behaviour.md §4); the agent owns this address, so DAD buys nothing here.
         body = msg.new_address(index, ip, prefixlen)
         status = "added"
         try:
@@ -208,7 +208,7 @@ class RtnlNet(Net):
         if self._has_default(gw, index):
             return "present"
         # "replace" is idempotent and swaps an existing default of the same metric in place
-        # (libraries.md §2.3); oif makes a link-local IPv6 gateway (fe80::1) usable.
+        # (docs/kernel-behaviour.md §5); oif makes a link-local IPv6 gateway (fe80::1) usable.
         body = msg.new_default_route(gw, index)
         try:
             self._call("set default route via %s dev %s" % (gw, ifname),
@@ -245,7 +245,7 @@ def view_from_dumps(links, addrs, routes_by_family, index_of=None):
     Addresses are ipaddress-normalised "addr/prefix" text; a default route without a gateway
     (a device route) has gateway "". Only administratively up links count as present: a
     route cannot be added through a down link (ENETUNREACH), link down drops the v4 routes
-    and v6 addresses, and link up brings back only prefix routes (libraries.md §2.4) -- so
+    and v6 addresses, and link up brings back only prefix routes (docs/kernel-behaviour.md §2) -- so
     a down bridge is an absent uplink, and its coming up is what starts binding.
     ``index_of``, when given, is filled with name -> index of every link (one parse).
     """

@@ -1,7 +1,7 @@
 """The NetWatcher port on netlink: a thread that turns RTNL multicast into kernel hints.
 
-Events are hints, the kernel is the truth (DESIGN.md §3): the kernel drops a v4 default route
-silently when its address or link goes (libraries.md §2.4), so the messages are not parsed at
+Events are hints, the kernel is the truth (docs/architecture.md §4): the kernel drops a v4 default route
+silently when its address or link goes (docs/kernel-behaviour.md §2), so the messages are not parsed at
 all. After subscribing (and after every overflow) the thread reads everything once and posts
 KernelResynced(view); after that every drained batch of notifications becomes one
 KernelNotified, and the decision thread re-reads when it takes it (core.Agent). Reading
@@ -10,7 +10,7 @@ burst that arrives while it repairs costs one read, and no second thread parses 
 it repairs (bench/kernel_latency.py: a re-read here competed with every repair for the GIL
 and the CPU).
 
-Order matters: subscribe first, then dump, so nothing falls between the two (STYLE.md #9).
+Order matters: subscribe first, then dump, so nothing falls between the two (docs/architecture.md §4).
 After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
 again, re-reads and posts a new KernelResynced. The thread sleeps in select() on the netlink
 socket and a wake-up pipe: idle costs nothing, and stop() wakes it at once.
@@ -82,7 +82,7 @@ class NetlinkWatcher(NetWatcher):
         while not self._stopping.is_set():
             monitor = reader = None
             try:
-                # Created, bound and read in this one thread (libraries.md §2.6).
+                # Created, bound and read in this one thread (docs/kernel-behaviour.md §8).
                 monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
                 reader = RtnlNet(self._netns)
                 view = reader.read_view()

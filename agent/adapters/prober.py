@@ -2,9 +2,9 @@
 
 Why the low-level icmplib API (ICMPv4Socket / ICMPv6Socket + ICMPRequest) and not ``ping()``:
 ``ping()`` swallows every per-probe error and only says ``is_alive=False``; the socket API lets a
-Destination Unreachable end the probe at once and tells us why (libraries.md §3). Raw sockets
+Destination Unreachable end the probe at once and tells us why (docs/kernel-behaviour.md §9). Raw sockets
 (``privileged=True``) are needed for that: DGRAM ping sockets never see the ICMP error, and
-``ping_group_range`` is ``1 0`` by default anyway (libraries.md §3).
+``ping_group_range`` is ``1 0`` by default anyway (docs/kernel-behaviour.md §9).
 
 Works with icmplib 2.1.1 (Python 3.6, no asyncio API) and 3.0.4: only ICMPv4Socket, ICMPv6Socket,
 ICMPRequest, ``send``/``receive``/``close`` and the exception classes are used, which both share.

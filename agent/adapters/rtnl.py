@@ -99,7 +99,7 @@ class RtnlMonitor(object):
     """A raw NETLINK_ROUTE socket subscribed to link, address and route changes; select()-able.
 
     Messages are not parsed: they are only hints that the state must be re-read, because the
-    kernel also changes things without telling (libraries.md §2.4). After an overflow recv
+    kernel also changes things without telling (docs/kernel-behaviour.md §2). After an overflow recv
     raises ENOBUFS once, and closing always releases the one fd.
     """
 

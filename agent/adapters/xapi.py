@@ -1,6 +1,6 @@
 """The real Xapi port: a watcher thread follows event.from, a worker thread runs the actions.
 
-Each thread has its own XenAPI session (the client is not thread-safe, libraries.md §4.1) over
+Each thread has its own XenAPI session (the client is not thread-safe, docs/xapi-behaviour.md §1) over
 a transport with a timeout on every call (agent/adapters/xapi_transport.py). The watcher
 connects with capped, jittered backoff, posting XapiLost once per failed attempt; after every
 (re)connect it reads the whole world the config names (agent/adapters/xapi_world.py) and posts
@@ -33,9 +33,9 @@ _STOP = object()
 _ACTIONS = (w.EnableHost, w.StartVm, w.PlugPbd, w.ListAutostart, w.PublishState, w.RaiseMessage)
 _UNLIMITED = 1 << 30
 
-# VM.start returns only after the VM runs *plus* its start_delay (xapi-facts §4.5), and booting
+# VM.start returns only after the VM runs *plus* its start_delay (docs/xapi-behaviour.md §6), and booting
 # a firewall VM with passed-through NICs takes tens of seconds; PBD.plug of a dead NFS server
-# takes at least NFSSR's 5 s TCP probe (xapi-facts §5). Those two calls get this many call
+# takes at least NFSSR's 5 s TCP probe (docs/xapi-behaviour.md §7). Those two calls get this many call
 # timeouts (plus the start_delay) before they count as failed.
 SLOW_CALL_FACTOR = 6
 # stop() waits at most this long for each thread; both are daemon threads.
@@ -193,7 +193,7 @@ class XapiAdapter(Xapi):
                                    timeout=conn.call_timeout + float(timing.event_timeout))
                 if conn.relogged():
                     # SESSION_INVALID (xapi restarted, session GC'd): the client logged in again
-                    # and re-issued the call; XAPI may have changed meanwhile (xapi-facts §3.6).
+                    # and re-issued the call; XAPI may have changed meanwhile (docs/xapi-behaviour.md §4).
                     raise ResyncNeeded("XAPI session was renewed")
                 events = events_of(result)
                 retry.succeeded()

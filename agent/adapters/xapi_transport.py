@@ -1,13 +1,13 @@
 """XML-RPC transports with a timeout on every call, and one XAPI session per thread on top of them.
 
 Why custom transports: the XenAPI client has no timeout at all and is not thread-safe
-(libraries.md §4.1): one ``Session`` is one ``xmlrpc.client.Transport`` holding one kept-alive
+(docs/xapi-behaviour.md §1): one ``Session`` is one ``xmlrpc.client.Transport`` holding one kept-alive
 connection. Each ``XapiConnection`` therefore owns its session and transport and is used by one
 thread only; the only cross-thread call is ``abort()``, which shuts the socket down so that a
 thread blocked in ``event.from`` returns at once when the agent stops.
 
 Transport errors are not wrapped by XenAPI (``ConnectionRefusedError``, ``FileNotFoundError``,
-``socket.timeout``; xapi-facts §3.6); ``describe_error`` turns them, XenAPI failures and the
+``socket.timeout``; docs/xapi-behaviour.md §4); ``describe_error`` turns them, XenAPI failures and the
 client's own odd exceptions into one short line.
 
 XenAPI is imported lazily (inside ``XapiConnection``) so importing this module costs nothing.
@@ -20,7 +20,7 @@ import socket
 import xmlrpc.client
 
 # Local login over the Unix socket: xapi pre-authenticates root on this socket and ignores the
-# user name and the password (xapi-facts §2), as dom0's own scripts do.
+# user name and the password (docs/xapi-behaviour.md §2), as dom0's own scripts do.
 LOCAL_USER = "root"
 ORIGINATOR = "sspn-agent"
 API_VERSION = "1.0"
@@ -83,7 +83,7 @@ class UnixTimeoutTransport(_TimeoutMixin, xmlrpc.client.Transport):
     """XML-RPC over a Unix socket (like XenAPI.UDSTransport), with a timeout.
 
     The socket path is kept as given instead of being decoded from the URL host the way
-    ``UDSHTTPConnection`` does (``_`` -> ``/``, xapi-facts §1.1), so a path containing ``_``
+    ``UDSHTTPConnection`` does (``_`` -> ``/``, docs/xapi-behaviour.md §1), so a path containing ``_``
     works too; the URL host still carries the xapi_local() form for the ``Host:`` header.
     """
 
@@ -203,7 +203,7 @@ class XapiConnection(object):
 
         A fresh transport, because the session's own may have been aborted by stop() (possibly
         right after this thread last looked); xapi forgets idle sessions only after 24 h
-        (xapi-facts §3.5), so a restarting agent should not leave its sessions behind.
+        (docs/xapi-behaviour.md §2), so a restarting agent should not leave its sessions behind.
         """
         handle = self.session.handle
         self.transport.close()
@@ -253,7 +253,7 @@ def describe_error(exc, endpoint):
         return "XAPI fault %s: %s" % (exc.faultCode, _short(exc.faultString))
     if isinstance(exc, OSError):
         return "%s: %s" % (exc.strerror or type(exc).__name__, endpoint)
-    # XenAPI's _parse_result raises TypeError on a reply that is not a dict (libraries.md §4.1);
+    # XenAPI's _parse_result raises TypeError on a reply that is not a dict (docs/xapi-behaviour.md §1);
     # an XML parse error surfaces as ExpatError. Both mean a malformed reply.
     return "malformed reply from %s (%s: %s)" % (endpoint, type(exc).__name__, _short(str(exc)))
 

@@ -4,12 +4,12 @@
 resolves this host, the pool, each binding's network and uplink VMs by name_label, each
 configured SR and this host's PBD of it, then takes one empty-token ``event.from`` over exactly
 those objects. That dump is the snapshot the views are built from *and* the token the watcher
-continues from, so no change between reading and subscribing is lost (xapi-facts §3.5).
+continues from, so no change between reading and subscribing is lost (docs/xapi-behaviour.md §3).
 
 ``Watched.translate`` turns one event record into HostChanged / VmChanged / PbdChanged, or says
 that a resync is needed (a watched object deleted, a VM or network renamed away from its label,
 the pool master changed). Subscriptions are object-scoped (``vm/<ref>``), never ``*``, so
-unrelated VMs cost nothing (DESIGN §9).
+unrelated VMs cost nothing (docs/performance.md).
 
 Only calls through an ``XapiConnection`` (agent/adapters/xapi_transport.py); no XenAPI import.
 Python 3.6 compatible.
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 NULL_REF = "OpaqueRef:NULL"
 LOCAL_DB = "/var/lib/xcp/local.db"
 
-# The halted, startable VMs in xapi's get_all_records_where grammar (xapi-facts §5); values are
-# compared as DB strings ("false", "Halted"). xapi-autostart-vms selects the same set (§4.5).
+# The halted, startable VMs in xapi's get_all_records_where grammar (docs/xapi-behaviour.md §9); values are
+# compared as DB strings ("false", "Halted"). xapi-autostart-vms selects the same set (docs/xapi-behaviour.md §6).
 AUTOSTART_WHERE = ('field "power_state"="Halted" and field "is_a_template"="false" and '
                    'field "is_a_snapshot"="false" and field "is_control_domain"="false"')
 
@@ -54,7 +54,7 @@ def _bool(value):
 
 
 def _int(value, default=0):
-    """XAPI ints arrive as decimal strings (xapi-facts §1.3); a bad value counts as ``default``."""
+    """XAPI ints arrive as decimal strings (docs/xapi-behaviour.md §1); a bad value counts as ``default``."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -70,7 +70,7 @@ def read_auto_enable(path=LOCAL_DB):
 
     Localdb is a Hashtbl_xml file, ``<config><row key=".." value=".."/></config>``
     (xen-api ocaml/xapi/hashtbl_xml.ml); ``host.disable(host, false)`` writes
-    ``host_auto_enable=false`` there and ``host.enable`` resets it (xapi-facts §4.2).
+    ``host_auto_enable=false`` there and ``host.enable`` resets it (docs/xapi-behaviour.md §5).
     """
     if not path or not os.path.exists(path):
         return True
@@ -200,7 +200,7 @@ class Watched(object):
         if not pools:
             raise ResyncNeeded("XAPI lists no pool")
         self.pool_ref = pools[0]
-        # The session is passed twice: session.get_this_host(session, self=session) (§5).
+        # The session is passed twice: session.get_this_host(session, self=session) (docs/xapi-behaviour.md §9).
         self.host_ref = conn.call("session.get_this_host", conn.session.handle)
         self.master_ref = conn.call("pool.get_master", self.pool_ref)
         bindings = []
@@ -391,7 +391,7 @@ class Watched(object):
 
 
 class GarbageReply(ResyncNeeded):
-    """event.from answered something that is not an event.from result (xapi-facts §3.4)."""
+    """event.from answered something that is not an event.from result (docs/xapi-behaviour.md §3)."""
 
 
 def events_of(result):

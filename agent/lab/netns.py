@@ -10,7 +10,7 @@
                                      fe80::1              (forwarding on)   default via fw
 
 The internal bridge and the VIF exist only while the firewall VM runs, as with xapi for a
-PIF-less network (xapi-facts §6). Everything is done with the ``ip`` command, so this module
+PIF-less network (docs/xapi-behaviour.md §8). Everything is done with the ``ip`` command, so this module
 needs no pyroute2 and mirrors what an operator would type.
 
 Namespaces are removed by ``cleanup()``, on leaving the ``with`` block (also on an exception),
@@ -59,7 +59,7 @@ def _run(argv, input_text=None, check=True):
 
 
 def vif_name(domid, device=0):
-    """dom0's name for a VM's VIF (netback's vif<domid>.<devid>, xapi-facts §6)."""
+    """dom0's name for a VM's VIF (netback's vif<domid>.<devid>, docs/xapi-behaviour.md §8)."""
     return "vif%d.%d" % (domid, device)
 
 
@@ -257,7 +257,7 @@ class Topology(object):
         self.ip("fw", batch=lines)
 
     def vm_stopped(self, domid, bridge, device=0):
-        """The VM stopped: destroy its VIF, then the bridge once no port is left (xapi-facts §6)."""
+        """The VM stopped: destroy its VIF, then the bridge once no port is left (docs/xapi-behaviour.md §8)."""
         vif = vif_name(domid, device)
         links = self.links("dom0")
         lines = []
@@ -275,7 +275,7 @@ def sim_hook(topology, vm_names=None, is_internal=None):
 
     Returns ``fn(vm_name, vm_record_dict, domid, bridges, old_state, new_state)`` for
     ``sim.add_vm_power_hook``. ``bridges`` lists the bridges of the VM's networks in VIF device
-    order; only internal ones (``xapiN``, xapi-facts §6, or ``is_internal(bridge)``) get a VIF
+    order; only internal ones (``xapiN``, docs/xapi-behaviour.md §8, or ``is_internal(bridge)``) get a VIF
     here, and only the first gets the gateway addresses. ``vm_names`` limits it to those VMs
     (the firewalls); default: every VM with an internal VIF. The VIFs made at start are
     remembered, so a stop removes exactly those even when the record's domid is already -1.

@@ -1,4 +1,4 @@
-"""What every fault test checks once the fault is over (issue 7, DESIGN §9).
+"""What every fault test checks once the fault is over (issue 7, docs/testing.md §4).
 
 After each fault: the agent converges (HEALTHY, every configured address, mirror and default
 route present), no address or route outside the config was removed (a foreign address and a
@@ -95,5 +95,5 @@ def assert_recovered(host, deadline=60.0):
 
 
 def transitions_since(status, since):
-    """The status file's recent transitions (DESIGN §6; key "time") at or after wall time ``since``."""
+    """The status file's recent transitions (docs/architecture.md §7; key "time") at or after wall time ``since``."""
     return [t for t in status.get("transitions", ()) if t.get("time", 0) >= since]

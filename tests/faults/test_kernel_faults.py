@@ -1,4 +1,4 @@
-"""Kernel faults in the middle of real work, with the real agent process running (DESIGN §10).
+"""Kernel faults in the middle of real work, with the real agent process running (docs/testing.md §4).
 
 The agent runs as its own process in the lab's dom0 namespace against the XAPI simulator
 (agent/lab/harness.py); the faults are made with the ``ip`` command in dom0, as an operator,

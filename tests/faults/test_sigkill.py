@@ -1,4 +1,4 @@
-"""SIGKILL of the agent at random instants in the middle of real work, then a restart (DESIGN §10).
+"""SIGKILL of the agent at random instants in the middle of real work, then a restart (docs/testing.md §4).
 
 systemd's Restart=always restarts a killed agent; the new one must converge from whatever the
 old one left half done. Every seed picks one piece of work, waits for an *anchor* in it (a

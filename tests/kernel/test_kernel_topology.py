@@ -190,7 +190,7 @@ def test_vif_gets_gateway_addresses(topology):
 
 
 def test_bridge_kept_while_another_port_remains(topology):
-    """Stopping one of two VMs on a bridge keeps the bridge; the last one takes it away (xapi-facts §6)."""
+    """Stopping one of two VMs on a bridge keeps the bridge; the last one takes it away (docs/xapi-behaviour.md §8)."""
     topology.vm_started(4, "xapi0")
     topology.vm_started(5, "xapi0", gateway=False)
     topology.vm_stopped(4, "xapi0")

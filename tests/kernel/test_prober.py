@@ -184,7 +184,7 @@ def _build(topo):
     sh("ip", "-n", topo.s, "-6", "route", "add", "default", "via", "2001:db8:2::1")
     _ns_sysctl(topo.r, "net.ipv4.ip_forward", 1)
     _ns_sysctl(topo.r, "net.ipv6.conf.all.forwarding", 1)
-    # The kernel rate-limits ICMP errors (libraries.md §3): off in R, so every probe of an
+    # The kernel rate-limits ICMP errors (docs/kernel-behaviour.md §9): off in R, so every probe of an
     # unreachable target gets its Destination Unreachable, whatever ran just before.
     _ns_sysctl(topo.r, "net.ipv4.icmp_ratelimit", 0)
     _ns_sysctl(topo.r, "net.ipv6.icmp.ratelimit", 0)

@@ -52,7 +52,7 @@ def test_restart_in_waiting_vm():
 
 def test_restart_in_maintenance():
     """Restart while host.enable answers HOST_STILL_BOOTING: xapi re-enables the host itself on
-    its way up (auto_enable, xapi-facts §4.3), so the agent leaves MAINTENANCE without a fix of
+    its way up (auto_enable, docs/xapi-behaviour.md §5), so the agent leaves MAINTENANCE without a fix of
     its own and, not having enabled the host, does not start the firewall; once it runs, HEALTHY."""
     with Host() as host:
         host.sim.host_disable()

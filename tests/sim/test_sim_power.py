@@ -1,4 +1,4 @@
-"""VM power, host enable/disable and PBD plugging follow xapi (xapi-facts §4, §5)."""
+"""VM power, host enable/disable and PBD plugging follow xapi (docs/xapi-behaviour.md §5, §6, §7)."""
 
 import pytest
 import XenAPI

@@ -83,7 +83,7 @@ def test_session_invalidated_during_event_from_resumes(sim, connected):
 
 def test_unrelated_vms_churning_post_nothing(sim, connected):
     """1,000 unrelated VMs changing 2,000 times deliver no event: only the uplink VM's change
-    arrives (object-scoped subscriptions, DESIGN §9)."""
+    arrives (object-scoped subscriptions, docs/xapi-behaviour.md §3)."""
     _, recorder, world = connected
     before = len(recorder.seen)
     sim.add_vms(1000)

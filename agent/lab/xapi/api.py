@@ -1,6 +1,6 @@
 """XAPI method dispatch: wire names, arity, sessions, generic class methods, session and event.
 
-Dispatch follows xapi's generated server (xapi-facts §1.3): every message answers to
+Dispatch follows xapi's generated server (docs/xapi-behaviour.md §1): every message answers to
 ``Class.method`` and ``Class_method``; a wrong number of parameters gives
 ``MESSAGE_PARAMETER_COUNT_MISMATCH [method, expected, received]`` (counts exclude the session);
 the session is checked next (``SESSION_INVALID [ref]``); an unknown name whose first parameter
@@ -19,7 +19,7 @@ from . import ops, schema, wire
 from .errors import Disconnect, XapiError
 
 LOG = logging.getLogger(__name__)
-# A negative, NaN or huge event.from timeout means xapi's default of 24 h (xapi-facts §3.5).
+# A negative, NaN or huge event.from timeout means xapi's default of 24 h (docs/xapi-behaviour.md §3).
 DEFAULT_EVENT_TIMEOUT = 86400.0
 
 
@@ -178,12 +178,12 @@ class Api(object):
     def _authenticate(self, ctx, uname, password):
         if ctx.transport == "unix":
             # Context.preauth: calls on the main Unix socket are pre-authenticated; neither the
-            # user name nor the password is checked (xapi-facts §2).
+            # user name nor the password is checked (docs/xapi-behaviour.md §2).
             return
         scenario = self.sim.scenario
         if uname != scenario.username or password != scenario.password:
             if self.sim.auth_failure_delay:
-                time.sleep(self.sim.auth_failure_delay)   # xapi waits 5 s (xapi-facts §1.4)
+                time.sleep(self.sim.auth_failure_delay)   # xapi waits 5 s (docs/xapi-behaviour.md §2)
             raise XapiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
 
     def login_with_password(self, ctx, uname, password, version="1.0", originator=""):
@@ -241,7 +241,7 @@ class Api(object):
             remaining = deadline - time.monotonic()
             delay = self.sim.event_from_delay
             if delay > 0 and remaining > 0:
-                # event_from_delay: let a burst of changes land in one batch (xapi-facts §3.5).
+                # event_from_delay: let a burst of changes land in one batch (docs/xapi-behaviour.md §3).
                 time.sleep(min(delay, remaining))
             with db.lock:
                 db.check_session(session)   # logout / restart while blocked -> SESSION_INVALID

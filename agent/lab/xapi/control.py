@@ -104,7 +104,7 @@ class Controls(object):
 
     def host_disable(self, auto_enable=True, maintenance_mode=False):
         """Disable the host like host.disable(host, auto_enable); maintenance_mode also sets
-        other_config MAINTENANCE_MODE=true, as xsconsole does (xapi-facts §4.3)."""
+        other_config MAINTENANCE_MODE=true, as xsconsole does (docs/xapi-behaviour.md §5)."""
         host = self.index.host
         self.db.update("host", host, enabled=False)
         if not _flag(auto_enable):
@@ -197,11 +197,11 @@ class Controls(object):
         """Simulate ``xe-toolstack-restart``: down for ``seconds``, then a start-up phase.
 
         While down the listeners are closed but the socket file stays (ConnectionRefusedError,
-        xapi-facts §3.6); every session is gone (blocked event.from calls wake with
+        docs/xapi-behaviour.md §4); every session is gone (blocked event.from calls wake with
         SESSION_INVALID, a VM.start waiting its start_delay loses its connection); the DB and
         its generation are kept. Xapi_fuse marks the host disabled on the way down; on the way
         up (after ``boot_seconds`` of HOST_STILL_BOOTING) consider_enabling_host re-enables it
-        unless Localdb says host_auto_enable=false or host_disabled_until_reboot (§4.3).
+        unless Localdb says host_auto_enable=false or host_disabled_until_reboot (docs/xapi-behaviour.md §5).
         """
         with self._control_lock:
             for timer in (self._restart_timer, self._boot_timer):

@@ -14,7 +14,7 @@ Layout (every key optional except names; see ``agent/lab/hosts/default.toml``)::
                 is_a_template, snapshot_of (name_label of the VM it is a snapshot of)
 
 A network without ``pif`` is internal; its bridge is named ``xapiN`` by xapi's rule
-(xapi-facts §6) unless ``bridge`` is given.
+(docs/xapi-behaviour.md §8) unless ``bridge`` is given.
 """
 
 import pkgutil

@@ -116,7 +116,7 @@ class Simulator(Controls):
 
     @property
     def unix_url(self):
-        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (xapi-facts §1.1)."""
+        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (docs/xapi-behaviour.md §1)."""
         return "http://%s/" % self.socket_path.replace("/", "_")
 
     @property
@@ -183,7 +183,7 @@ class Simulator(Controls):
                 localdb.write(self.local_db_path, self.local_db)
 
     def _start_boot(self, seconds):
-        """Begin a start-up phase; at its end consider_enabling_host runs (xapi-facts §4.3)."""
+        """Begin a start-up phase; at its end consider_enabling_host runs (docs/xapi-behaviour.md §5)."""
         if seconds <= 0:
             self._booting_until = 0.0
             self._consider_enabling_host()
@@ -220,7 +220,7 @@ class Simulator(Controls):
             self.index.extra_vms.remove(vm_ref)
 
     def assert_storage_reachable(self, sr_uuid, device_config):
-        """Raise SR_BACKEND_FAILURE_108 if a plug of this SR must fail now (xapi-facts §5)."""
+        """Raise SR_BACKEND_FAILURE_108 if a plug of this SR must fail now (docs/xapi-behaviour.md §7)."""
         with self._control_lock:
             failures = self._plug_failures.get(sr_uuid, 0)
             if failures > 0:
