@@ -15,6 +15,7 @@ import time
 from agent import events as ev
 from agent import guards
 from agent import machine as m
+from agent import notify
 from agent.facts import Facts
 from agent.timers import Retries, Timers
 from agent.world import PublishState, RaiseMessage, diff_views
@@ -84,6 +85,7 @@ class Agent(object):
         self._effects = None
         self._asked_in = {}        # pending action -> the state that requested it
         self._last_message = None
+        self._alerted = None       # the DEGRADED message's reasons, until the recovery is raised
         self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
         self.persist = None        # set by the service: writes the status file at once
@@ -231,7 +233,7 @@ class Agent(object):
             self._effects = None
         record["reasons"] = sorted(self.reasons)
         self._publish_due = True
-        if self.state == "DEGRADED":
+        if self.state in ("DEGRADED", "HEALTHY"):
             self.alert()
         self.history.append(record)
         del self.history[:-TRANSITIONS_KEPT]
@@ -258,17 +260,22 @@ class Agent(object):
             "sspn-agent-reason": reason[:500]}))
 
     def alert(self):
-        """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL."""
+        """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL; one
+        SSPN_AGENT_RECOVERED on reaching HEALTHY after it (agent/notify.py words both)."""
         host = self.facts.host
         now = self.clock.monotonic()
         if host is None or not self.facts.xapi_up:
             return
+        if self.state == "HEALTHY":
+            if self._alerted is not None:
+                self.request(notify.recovered_message(host, self._alerted))
+                self._alerted = None
+            return
         if self._last_message is not None and now - self._last_message < MESSAGE_INTERVAL:
             return
         self._last_message = now
-        body = "sspn-agent is DEGRADED on %s: %s. Run `agent status` on the host." % (
-            host.name_label or host.uuid, "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items())))
-        self.request(RaiseMessage("SSPN_AGENT_DEGRADED", body, priority=2, host_uuid=host.uuid))
+        self._alerted = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
+        self.request(notify.degraded_message(host, self._alerted))
 
     # --- what states call --------------------------------------------------------------------
 
