@@ -443,6 +443,26 @@ def _copy_package(root, package, stage):
     shutil.copytree(os.path.join(root, package), os.path.join(stage, package), ignore=ignore)
 
 
+SHARE_FILES = {"agent.1": "man", "agent.bash": "completion"}  # agent/share/ in the archive
+
+
+def write_docs(root, directory):
+    """agent(1) and the bash completion, generated from the parser by the checkout's
+    packaging/clidoc.py (a build-time tool: not in the archive), into ``directory``."""
+    import importlib.util
+    path = os.path.join(root, "packaging", "clidoc.py")
+    if not os.path.isfile(path):
+        raise BundleError("%s is missing; bundle from a complete checkout" % path)
+    spec = importlib.util.spec_from_file_location("sspn_clidoc", path)
+    clidoc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clidoc)
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    for name, what in SHARE_FILES.items():
+        with open(os.path.join(directory, name), "w") as handle:
+            handle.write(clidoc.manpage() if what == "man" else clidoc.completion())
+
+
 def sha256_of(path):
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -479,6 +499,7 @@ def build(out_dir, constraints=None, find_links=None, root=None, log=None, pytho
             if os.path.exists(os.path.join(stage, package)):
                 raise BundleError("a dependency ships a top-level %r package" % package)
             _copy_package(root, package, stage)
+        write_docs(root, os.path.join(stage, "agent", "share"))
         compiled = 0
         python = target_python(python) if bytecode else None
         if python:

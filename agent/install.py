@@ -32,6 +32,12 @@ START = "systemctl daemon-reload && systemctl enable --now sspn-agent"
 COMMAND_DIR = "/usr/bin"
 COMMANDS = ("agent", "sspn-agent")  # the second one for hosts where another `agent` exists
 COMMAND_MARK = "# sspn-agent command wrapper"
+# Generated at build time into the bundle (agent bundle: agent/share/), installed beside the
+# commands: {installed path: file in agent/share/}; each starts with a line naming sspn-agent.
+DOCS = {"/usr/share/man/man1/agent.1": "agent.1",
+        "/usr/share/bash-completion/completions/agent": "agent.bash",
+        "/usr/share/bash-completion/completions/sspn-agent": "agent.bash"}
+DOC_MARK = b"sspn-agent"
 
 
 class InstallError(Exception):
@@ -132,6 +138,33 @@ def install_commands(root="/", say=print):
         say("installed %s" % path)
 
 
+def install_docs(root="/", say=print):
+    """The man page and the bash completion from the bundle; a foreign file is left alone."""
+    for target, name in sorted(DOCS.items()):
+        try:
+            data = pkgutil.get_data("agent", "share/" + name)
+        except OSError:
+            data = None
+        if data is None:
+            say("note: this build has no %s (a bundle built without packaging/): skipped" % name)
+            continue
+        path = under(root, target)
+        if os.path.lexists(path) and not _is_ours(path):
+            say("kept %s: it is not sspn-agent's" % path)
+            continue
+        _makedirs(os.path.dirname(path))
+        _write_atomic(path, data, 0o644)
+        say("installed %s" % path)
+
+
+def _is_ours(path):
+    """True when ``path`` is a regular file whose first line names sspn-agent (what we write)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return DOC_MARK in handle.readline()
+
+
 def _makedirs(path, mode=0o755):
     if not os.path.isdir(path):
         os.makedirs(path, mode)
@@ -188,6 +221,7 @@ def install(root="/", pyz=None, say=print):
     _write_atomic(unit, unit_file(), 0o644)
     say("installed %s" % unit)
     install_commands(root, say)
+    install_docs(root, say)
     say("next: check the config against this host, then start the agent:")
     say("  agent check")
     say("  %s" % START)
@@ -222,6 +256,11 @@ def uninstall(root="/", force=False, say=print):
     for name in COMMANDS:
         path = os.path.join(under(root, COMMAND_DIR), name)
         if is_our_command(path):
+            os.unlink(path)
+            removed.append(path)
+    for target in sorted(DOCS):
+        path = under(root, target)
+        if _is_ours(path):
             os.unlink(path)
             removed.append(path)
     if os.path.isdir(program_dir) and not os.listdir(program_dir):

@@ -17,42 +17,12 @@ import zipfile
 import pytest
 
 from agent import __version__, bundle
-from tests.ops.conftest import EXAMPLE, ROOT, netns_available
+from tests.ops.conftest import EXAMPLE, PY36, ROOT, needs_py36, netns_available
 
 pytestmark = pytest.mark.bundle
 
 FLOORS = {"transitions": "0.9.3", "xenapi": "26.21.1", "icmplib": "2.1.1",
           "attrs": "22.2.0", "tomli": "1.2.3", "six": "1.17.0"}
-
-
-def _python36():
-    """pyenv's Python 3.6.15 (dom0's python3 is 3.6), or None."""
-    candidates = [os.environ.get("PY36", "")]
-    try:
-        root = subprocess.check_output(["pyenv", "root"], stderr=subprocess.DEVNULL,
-                                       universal_newlines=True).strip()
-        candidates.append(os.path.join(root, "versions", "3.6.15", "bin", "python3.6"))
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    candidates.append(os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3.6"))
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-PY36 = _python36()
-needs_py36 = pytest.mark.skipif(PY36 is None, reason="pyenv's Python 3.6.15 is not installed "
-                                "(set PY36=/path/to/python3.6)")
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """The bundle, built once: {"pyz", "unit", "sha256", "bytes", "wheels"}."""
-    out = str(tmp_path_factory.mktemp("bundle"))
-    try:
-        return bundle.build(out)
-    except bundle.BundleError as e:
-        if str(e).startswith("pip download"):
-            pytest.skip("cannot download the wheels from PyPI: %s" % e)
-        raise
 
 
 def run36(*args, **kwargs):
@@ -286,6 +256,12 @@ def test_install_and_uninstall_into_a_temporary_root(built, tmp_tree):
             text = handle.read()
         assert text.startswith("#!/bin/sh\n") and text.rstrip().endswith(
             'exec /usr/bin/python3 /opt/sspn-agent/sspn-agent.pyz "$@"'), text
+    man = os.path.join(root, "usr", "share", "man", "man1", "agent.1")
+    completion = os.path.join(root, "usr", "share", "bash-completion", "completions", "agent")
+    with open(man) as handle:
+        assert ".SH EXIT STATUS" in handle.read()
+    with open(completion) as handle:
+        assert "complete -o default -F _sspn_agent agent sspn-agent" in handle.read()
 
     with open(config, "a") as handle:
         handle.write("# edited by the operator\n")
@@ -303,6 +279,7 @@ def test_install_and_uninstall_into_a_temporary_root(built, tmp_tree):
     assert not os.path.lexists(os.path.join(wants, "sspn-agent.service"))
     assert not os.path.exists(os.path.join(root, "usr", "bin", "agent"))
     assert not os.path.exists(os.path.join(root, "usr", "bin", "sspn-agent"))
+    assert not os.path.exists(man) and not os.path.exists(completion)
     assert os.path.isfile(config) and "kept %s" % config_dir in out
 
 
