@@ -52,6 +52,8 @@ def scan_files_table(path, limit=SCAN_LIMIT):
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    if '"""' in text or "'''" in text:
+        return None  # a multi-line string could hide lines that look like keys
     found, table = {}, None
     for line in text.splitlines():
         stripped = line.strip()
@@ -68,9 +70,11 @@ def scan_files_table(path, limit=SCAN_LIMIT):
             continue
         if "=" not in stripped or not key.replace("_", "").isalnum():
             return None
-        value = stripped.split("=", 1)[1]
-        if key in ("status", "trace", "metrics"):
-            value = _plain_value(value)
+        raw = stripped.split("=", 1)[1].split("#", 1)[0].strip()
+        value = _plain_value(stripped.split("=", 1)[1])
+        if value is None and not raw.isdigit():
+            return None
+        if key in ("status", "trace"):
             if value is None or not value.startswith("/"):
                 return None
             found[key] = value

@@ -17,6 +17,7 @@ from agent import guards
 from agent import machine as m
 from agent import notify
 from agent.facts import Facts
+from agent.repeats import Repeats
 from agent.timers import Retries, Timers
 from agent.world import PublishState, RaiseMessage, diff_views
 
@@ -86,6 +87,7 @@ class Agent(object):
         self._asked_in = {}        # pending action -> the state that requested it
         self._last_message = None
         self._alerted = None       # the DEGRADED message's reasons, until the recovery is raised
+        self.repeats = Repeats(config.timing.probe_interval, config.timing.retry_budget)
         self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
         self.persist = None        # set by the service: writes the status file at once
@@ -283,15 +285,15 @@ class Agent(object):
         """Record an effect and its result: in the current transition, else on its own."""
         entry = {"what": what, "result": result, "ok": ok}
         entry.update(detail)
+        record, line = self.repeats.note(entry, self.clock.wall())  # repeats summarised: agent/repeats.py
         if self._effects is not None:
             self._effects.append(entry)
-        else:
-            entry["time"] = round(self.clock.wall(), 3)
-            entry["state"] = self.state
-            self.report.effect(entry)
-        if not ok:
-            self.log.warning("%s: %s%s", what, result,
-                             ", retrying in %.1f s" % detail["retry_in"] if "retry_in" in detail else "")
+        elif record is not None:
+            record["time"] = round(self.clock.wall(), 3)
+            record["state"] = self.state
+            self.report.effect(record)
+        if line is not None:
+            self.log.log(*line)
 
     def arm(self, name, delay):
         """Arm the timer ``name`` ``delay`` seconds from now (never less than 1 ms)."""
