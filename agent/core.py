@@ -19,7 +19,7 @@ from agent import notify
 from agent.facts import Facts
 from agent.repeats import Repeats
 from agent.timers import Retries, Timers
-from agent.world import PublishState, RaiseMessage, diff_views
+from agent.world import PublishState, diff_views
 
 import states
 
