@@ -143,3 +143,40 @@ def test_metrics_path_must_be_absolute(tmp_path):
     with pytest.raises(config.ConfigError) as err:
         config.load_config(str(path))
     assert "files.metrics" in str(err.value)
+
+
+def test_the_service_writes_the_metrics_file_it_is_configured_with(workdir):
+    """`agent run`'s Service wires [files] metrics: the file appears with the current state
+    and is kept up to date until the agent stops."""
+    import threading
+    from agent.adapters.memory import MemoryNet, MemoryProber, MemoryXapi
+    from agent.config import load_config
+    from agent.service import Service
+    from tests.ops.conftest import example_config
+    from tests.ops.test_systemd import StaticWatcher
+    from tests.waiting import wait_until
+    from agent import events as ev
+
+    path = os.path.join(workdir, "sspn_agent.prom")
+    config = load_config(example_config(workdir, replacements=[
+        ('metrics = ""', 'metrics = "%s"' % path)]))
+    net = MemoryNet()
+    net.add_link("xenbr0")
+    xapi = MemoryXapi(config, net)
+    xapi.up = False  # the agent waits in BOOTING; enough to see the file written
+    service = Service(config, adapters={"net": net, "watcher": StaticWatcher(net),
+                                        "prober": MemoryProber(), "xapi": xapi})
+    service._signals = lambda: None
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("exit", service.run()))
+    thread.daemon = True
+    thread.start()
+    try:
+        wait_until(lambda: os.path.exists(path), 10, message="the metrics file")
+        values = _parse(open(path).read())
+        assert values[("sspn_agent_state", frozenset([("state", "BOOTING")]))] == 1
+    finally:
+        if service.agent is not None:
+            service.agent.post(ev.StopRequested("SIGTERM"))
+        thread.join(10)
+    assert result.get("exit") == 0
