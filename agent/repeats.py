@@ -66,8 +66,7 @@ class Repeats(object):
             del self.runs[what]
             self._quiet_ok[what] = result
             text = "%s: %s after %d failed tries since %s" % (what, result, run.tries, _clock(run.since))
-            record = dict(entry, result="%s (recovered after %d failed tries since %s)"
-                          % (result, run.tries, _clock(run.since)))
+            record = dict(entry, recovered_after=run.tries, since=round(run.since, 3))
             return record, (logging.INFO, text)
         self._quiet_ok.pop(what, None)
         retry = _retry(entry, self._default_retry(what))
