@@ -66,3 +66,20 @@ def test_man_page_and_completion_follow_the_parser():
     assert "\\-\\-since" in page and "--since" in completion
     assert ".SS agent bundle" not in page and ".SS agent diagram" not in page
     assert "diagram" not in completion and "bundle" not in completion
+
+
+def test_completion_completes_in_bash(tmp_path):
+    """Sourced into bash, the completion offers the commands and a command's options."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    script = tmp_path / "agent.bash"
+    script.write_text(clidoc.completion())
+
+    def complete(*words):
+        code = ('source "%s"; COMP_WORDS=(%s); COMP_CWORD=%d; _sspn_agent; echo "${COMPREPLY[@]}"'
+                % (script, " ".join("'%s'" % w for w in words), len(words) - 1))
+        return subprocess.check_output(["bash", "-c", code], universal_newlines=True).split()
+
+    assert complete("agent", "st") == ["status"]
+    assert complete("agent", "trace", "--s") == ["--since"]
+    assert "--json" in complete("sspn-agent", "status", "--")
