@@ -110,7 +110,7 @@ def _copy_atomic(source, path, mode):
 
 def command_wrapper():
     """The text of /usr/bin/agent: run the installed .pyz with dom0's python3 (bytes)."""
-    return ("#!/bin/sh\n%s (written by `sspn-agent.pyz install`, removed by `agent uninstall`)\n"
+    return ("#!/bin/sh\n%s (from the sspn-agent RPM or `sspn-agent.pyz install`)\n"
             "exec /usr/bin/python3 %s/%s \"$@\"\n" % (COMMAND_MARK, PROGRAM_DIR, PYZ_NAME)).encode()
 
 
@@ -181,6 +181,10 @@ def install(root="/", pyz=None, say=print):
                            "python3 sspn-agent.pyz install (or pass --pyz FILE)")
     if not os.path.isfile(pyz):
         raise InstallError("%s does not exist; pass the bundle's path with --pyz" % pyz)
+    owner = rpm_owner(root)
+    if owner:
+        raise InstallError("%s is installed by the RPM %s; upgrade with yum (yum install "
+                           "./sspn-agent-<version>.noarch.rpm) instead" % (PROGRAM_DIR, owner))
     program_dir, config_dir = under(root, PROGRAM_DIR), under(root, CONFIG_DIR)
     unit_dir = under(root, UNIT_DIR)
     program = os.path.join(program_dir, PYZ_NAME)
@@ -230,6 +234,16 @@ def install(root="/", pyz=None, say=print):
             "restarted)")
 
 
+def rpm_owner(root="/"):
+    """The RPM package that owns the installed program (e.g. "sspn-agent-0.1.0-1.noarch"), or None."""
+    if (root and root != "/") or shutil.which("rpm") is None:
+        return None
+    proc = subprocess.Popen(["rpm", "-qf", os.path.join(PROGRAM_DIR, PYZ_NAME)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
+    out = proc.communicate()[0].strip()
+    return out if proc.returncode == 0 and out else None
+
+
 def agent_is_active():
     """True when systemd says sspn-agent is active (False without systemctl)."""
     if shutil.which("systemctl") is None:
@@ -243,6 +257,10 @@ def uninstall(root="/", force=False, say=print):
     if (not root or root == "/") and not force and agent_is_active():
         raise InstallError("sspn-agent is running; stop it first: systemctl disable --now "
                            "sspn-agent (its addresses and routes stay in place), or pass --force")
+    owner = rpm_owner(root)
+    if owner:
+        raise InstallError("%s is installed by the RPM %s; remove it with yum remove sspn-agent"
+                           % (PROGRAM_DIR, owner))
     program_dir = under(root, PROGRAM_DIR)
     removed = []
     for path in (os.path.join(program_dir, PYZ_NAME), under(root, UNIT_DIR + "/" + UNIT_NAME)):

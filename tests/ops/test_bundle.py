@@ -367,3 +367,26 @@ def _tail(path, lines=15):
 def test_archive_main_compiles():
     """The archive's __main__.py, kept as text in agent/bundle.py, is valid Python (3.6 in CI too)."""
     compile(bundle.MAIN_PY, "__main__.py", "exec")
+
+
+def test_install_and_uninstall_leave_an_rpm_installed_agent_to_yum(tmp_tree, monkeypatch):
+    """When rpm says the program belongs to a package, install and uninstall (on /) refuse and
+    name the yum command; nothing is touched."""
+    from agent import install
+    bindir = os.path.join(tmp_tree, "bin")
+    os.mkdir(bindir)
+    fake = os.path.join(bindir, "rpm")
+    with open(fake, "w") as handle:
+        handle.write("#!/bin/sh\necho sspn-agent-0.1.0-1.noarch\n")
+    os.chmod(fake, 0o755)
+    monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ["PATH"])
+    assert install.rpm_owner("/") == "sspn-agent-0.1.0-1.noarch"
+    assert install.rpm_owner(tmp_tree) is None  # a staging root is never the RPM's
+    with pytest.raises(install.InstallError) as err:
+        install.uninstall("/", force=True, say=lambda text: None)
+    assert "yum remove sspn-agent" in str(err.value)
+    pyz = os.path.join(tmp_tree, "x.pyz")
+    open(pyz, "w").close()
+    with pytest.raises(install.InstallError) as err:
+        install.install("/", pyz=pyz, say=lambda text: None)
+    assert "yum" in str(err.value)
