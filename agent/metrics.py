@@ -130,10 +130,12 @@ class MetricsReport(object):
         self._failing = False
 
     def transition(self, record):
+        """Count a transition, then pass it on."""
         self.metrics.transition(record)
         self.inner.transition(record)
 
     def effect(self, record):
+        """Count an effect, then pass it on."""
         self.metrics.effect(record)
         self.inner.effect(record)
 
