@@ -47,3 +47,12 @@ diagram: venv
 
 clean:
 	rm -rf $(VENV) $(VENV36) build *.egg-info
+
+# Delivery: the zipapp (bytecode compiled by Python 3.6 when pyenv's 3.6.15 or $PY36 exists)
+# and the dom0 RPM built from it (packaging/; needs rpmbuild: `apt-get install -y rpm`).
+.PHONY: bundle rpm
+bundle: venv
+	$(VENV)/bin/python -m agent bundle --out dist $(if $(wildcard $(PY36)),--python $(PY36))
+
+rpm: bundle
+	$(VENV)/bin/python packaging/build_rpm.py --bundle dist --out dist

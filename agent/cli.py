@@ -1,4 +1,4 @@
-"""The `agent` command: run, status, trace, diagram, config, lab, check.
+"""The `agent` command: run, status, trace, config, check, install, lab (+ diagram, bundle in a checkout).
 
 Imports are deferred into each command so `agent status` loads only the status module and
 answers in about the time the interpreter takes to start.
@@ -14,22 +14,94 @@ DEFAULT_CONFIG = "/etc/sspn-agent/agent.toml"
 EX_CONFIG = 78
 
 
+SCAN_LIMIT = 65536  # bytes of the config the quick [files] scan reads; a longer file is loaded
+
+
+def _plain_value(text):
+    """The value of ``key = "plain"`` or ``key = 'literal'`` (optional comment), else None."""
+    text = text.strip()
+    quote = text[:1]
+    if quote not in ('"', "'"):
+        return None
+    end = text.find(quote, 1)
+    if end < 0:
+        return None
+    value, rest = text[1:end], text[end + 1:].strip()
+    if (quote == '"' and "\\" in value) or (rest and not rest.startswith("#")):
+        return None
+    return value
+
+
+def scan_files_table(path, limit=SCAN_LIMIT):
+    """{key: value} of the plain string keys of a config's [files] table, or None when unsure.
+
+    `agent status` needs one path from the config; loading it (tomli, attrs, every check) costs
+    more than the interpreter's start on dom0. This reads at most ``limit`` bytes and answers only
+    for the plain forms agent.toml.example uses (``[files]`` then ``status = "/abs/path"``);
+    anything else -- escapes, dotted or quoted keys, an inline ``files = {...}``, a longer file
+    -- returns None and the caller loads the config properly.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    if len(data) > limit:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if '"""' in text or "'''" in text:
+        return None  # a multi-line string could hide lines that look like keys
+    found, table = {}, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("["):
+            header = stripped.split("#", 1)[0].strip()
+            table = header.strip("[]").strip() if header.endswith("]") else "?"
+            continue
+        key = stripped.split("=", 1)[0].strip()
+        if table is None and key.split(".", 1)[0].strip().strip("\"'") == "files":
+            return None  # files = {...} or files.status = ...: not the plain form
+        if table != "files":
+            continue
+        if "=" not in stripped or not key.replace("_", "").isalnum():
+            return None
+        raw = stripped.split("=", 1)[1].split("#", 1)[0].strip()
+        value = _plain_value(stripped.split("=", 1)[1])
+        if value is None and not raw.isdigit():
+            return None
+        if key in ("status", "trace"):
+            if value is None or not value.startswith("/"):
+                return None
+            found[key] = value
+    return found
+
+
 def _status_paths(args):
     """(status path, trace path) from --file or the config's [files], else the defaults."""
-    from agent import status, trace
-    status_path, trace_path = status.DEFAULT_PATH, trace.DEFAULT_PATH
-    if getattr(args, "config", None) and os.path.exists(args.config):
-        from agent import config as cfgmod
-        try:
-            cfg = cfgmod.load_config(args.config)
-            status_path, trace_path = cfg.files.status, cfg.files.trace
-        except cfgmod.ConfigError:
-            pass
+    from agent import status
+    status_path, trace_path = status.DEFAULT_PATH, "/var/log/sspn-agent/trace.jsonl"
+    config = getattr(args, "config", None)
+    if config and os.path.exists(config):
+        quick = scan_files_table(config)
+        if quick is not None:
+            status_path, trace_path = quick.get("status", status_path), quick.get("trace", trace_path)
+        else:
+            from agent import config as cfgmod
+            try:
+                cfg = cfgmod.load_config(config)
+                status_path, trace_path = cfg.files.status, cfg.files.trace
+            except cfgmod.ConfigError:
+                pass
     return (getattr(args, "file", None) or status_path, getattr(args, "file", None) or trace_path)
 
 
 def cmd_status(args):
-    """Render the status file; exit 0 when the agent runs, 3 when it does not."""
+    """Render the status file; the exit status says the state (status.exit_code)."""
     from agent import status
     path = args.file or _status_paths(args)[0]
     data = status.read(path)
@@ -42,18 +114,58 @@ def cmd_status(args):
         print(json.dumps(out, indent=1, sort_keys=True))
     else:
         print(status.render(data, running))
-    return status.EXIT_RUNNING if running else status.EXIT_NOT_RUNNING
+    return status.exit_code(data, running)
+
+
+def parse_since(text, now=None):
+    """Epoch seconds from `--since`: "2h", "30min", "90s", "1d", "HH:MM" (today) or an ISO date/time."""
+    import time
+    now = time.time() if now is None else now
+    text = text.strip()
+    units = (("min", 60), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for suffix, seconds in units:
+        number = text[:-len(suffix)]
+        if text.endswith(suffix) and number.replace(".", "", 1).isdigit():
+            return now - float(number) * seconds
+    formats = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
+               "%Y-%m-%d")
+    for fmt in formats:
+        try:
+            return time.mktime(time.strptime(text, fmt))
+        except ValueError:
+            pass
+    for fmt in ("%H:%M:%S", "%H:%M"):
+        try:
+            clock = time.strptime(text, fmt)
+        except ValueError:
+            continue
+        today = time.localtime(now)
+        return time.mktime((today.tm_year, today.tm_mon, today.tm_mday, clock.tm_hour,
+                            clock.tm_min, clock.tm_sec, 0, 0, -1))
+    raise ValueError("--since %r: use 2h, 30min, 1d, HH:MM or YYYY-MM-DD[ HH:MM]" % text)
 
 
 def cmd_trace(args):
-    """Print the last N transitions and effects."""
+    """Print the last N records (transitions, effects, summaries); exit 1 when there is no trace."""
     from agent import trace
     path = args.file or _status_paths(args)[1]
-    records = trace.read(path, args.n)
+    records = trace.read(path)
+    if not records and not os.path.exists(path):
+        print("agent trace: no trace at %s (the agent has not run with this config, or --file "
+              "names another file)" % path, file=sys.stderr)
+        return 1
+    if args.transitions:
+        records = [r for r in records if r.get("type", "transition") == "transition"]
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except ValueError as e:
+            print("agent trace: %s" % e, file=sys.stderr)
+            return 2
+        records = [r for r in records if r.get("time", 0) >= since]
+    records = records[-args.n:] if args.n > 0 else records
     for record in records:
         print(json.dumps(record, sort_keys=True) if args.json else trace.render(record))
-    if not records and not args.json:
-        print("no trace at %s" % path, file=sys.stderr)
     return 0
 
 
@@ -61,6 +173,10 @@ def cmd_diagram(args):
     """Write docs/diagrams/ from the machine, or check that the committed files are current."""
     from agent import diagram
     if args.check:
+        if not os.path.isfile(os.path.join(args.out, diagram.MERMAID)):
+            print("agent diagram --check: %s holds no diagrams to compare; run it in the source "
+                  "checkout (or pass --out DIR)" % os.path.abspath(args.out), file=sys.stderr)
+            return 2
         stale = diagram.stale(args.out)
         for path in stale:
             print("stale: %s (run `agent diagram` and commit the result)" % path, file=sys.stderr)
@@ -121,9 +237,36 @@ def cmd_lab_xapi(args):
 PASSTHROUGH = {
     "check": ("agent.check", "main_check", "preflight against the live XAPI and kernel"),
     "bundle": ("agent.bundle", "main_bundle", "build the self-contained zipapp for an offline dom0"),
-    "install": ("agent.install", "main_install", "lay out the program, /etc/sspn-agent and the unit"),
-    "uninstall": ("agent.install", "main_uninstall", "remove the program and the unit, keep the config"),
+    "install": ("agent.install", "main_install", "lay out the program, the agent command, "
+                "/etc/sspn-agent and the unit"),
+    "uninstall": ("agent.install", "main_uninstall", "remove the program, the command and the "
+                  "unit, keep the config"),
 }
+# What needs a source checkout: hidden (and refused) when running from the bundle on dom0.
+CHECKOUT_ONLY = ("bundle", "diagram")
+
+RUN_EPILOG = """signals:
+  SIGTERM, SIGINT  stop deciding and exit 0; addresses, routes and plugged SRs stay as they are
+  SIGHUP           re-read --config; a bad file is logged and the running config kept
+
+exit status:
+  0   stopped by a signal
+  78  the config is invalid or unreadable (EX_CONFIG; systemd does not restart on it)
+  1   anything else went wrong (systemd restarts the agent after 2 s)
+"""
+
+STATUS_EPILOG = """exit status (Nagios plugin conventions, usable by a monitoring check as is):
+  0   HEALTHY: the desired state holds
+  1   working: BOOTING, MAINTENANCE, WAITING_VM, BINDING, ROUTED or SR_PROBING
+  2   DEGRADED: a step spent its retry budget or the config cannot be met (reasons shown)
+  3   not running: no status file, or the process that wrote it is gone (last state shown)
+"""
+
+
+def bundled():
+    """True when this `agent` runs from the zipapp (dom0), not from a source checkout."""
+    import agent
+    return bool(getattr(getattr(agent, "__loader__", None), "archive", None))
 
 
 def run_passthrough(name, rest):
@@ -138,49 +281,87 @@ def cmd_passthrough(args):
     return run_passthrough(args.command, args.rest)
 
 
-def build_parser():
-    """The argument parser of `agent`."""
+def _config_option(parser, what):
+    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help="the agent's config, read for its %s (default: %s)"
+                        % (what, DEFAULT_CONFIG))
+
+
+def build_parser(on_dom0=None):
+    """The argument parser of `agent`; ``on_dom0`` (default: running from the bundle) leaves
+    out the commands that need a source checkout."""
     import argparse
+    on_dom0 = bundled() if on_dom0 is None else on_dom0
+    raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="agent", description="sspn-agent: keeps a NIC-less XCP-ng dom0 "
-                                "reachable through its firewall VM.")
-    p.add_argument("--version", action="version", version="sspn-agent %s" % __version__)
+                                "reachable through its firewall VM.", epilog="`agent COMMAND "
+                                "--help` describes each command; `man agent` all of them.")
+    p.add_argument("--version", action="version", version="sspn-agent %s" % __version__,
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the agent (the systemd service)")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
-    run.add_argument("-v", "--verbose", action="store_true")
+    run = sub.add_parser("run", help="run the agent (what the systemd unit starts)",
+                         description="Run the agent in the foreground until SIGTERM; systemd "
+                         "starts it as `agent run`.", epilog=RUN_EPILOG, formatter_class=raw)
+    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                     help="the config to run with (default: %s)" % DEFAULT_CONFIG)
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="log debug lines too (every event and probe round)")
     run.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="show the state (exit 0 running, 3 not running)")
-    st.add_argument("--json", action="store_true")
-    st.add_argument("--file", help="status file (default: [files] status of --config)")
-    st.add_argument("--config", default=DEFAULT_CONFIG)
+    st = sub.add_parser("status", help="show the state; the exit status says it (0 HEALTHY, "
+                        "1 working, 2 DEGRADED, 3 not running)",
+                        description="Show the state, why, what it waits for, addresses, routes, "
+                        "SRs and the last transitions, from the status file only (it answers "
+                        "even when XAPI hangs).", epilog=STATUS_EPILOG, formatter_class=raw)
+    st.add_argument("--json", action="store_true", help="print the status file as JSON, plus "
+                    "\"running\" (and \"error\" when there is no file)")
+    st.add_argument("--file", metavar="FILE", help="read this status file instead "
+                    "(default: [files] status of --config)")
+    _config_option(st, "[files] status path")
     st.set_defaults(func=cmd_status)
 
-    tr = sub.add_parser("trace", help="show the transition journal")
-    tr.add_argument("--json", action="store_true")
-    tr.add_argument("-n", type=int, default=20, help="last N records (default 20)")
-    tr.add_argument("--file", help="trace file (default: [files] trace of --config)")
-    tr.add_argument("--config", default=DEFAULT_CONFIG)
+    tr = sub.add_parser("trace", help="show the transition journal",
+                        description="Show the trace: transitions with trigger, cause and effects, "
+                        "effects between transitions, and summaries of repeating failures.")
+    tr.add_argument("--json", action="store_true", help="one JSON object per record")
+    tr.add_argument("-n", type=int, default=20, metavar="N",
+                    help="the last N records (default 20; 0 for all)")
+    tr.add_argument("--transitions", action="store_true",
+                    help="transitions only (no effects or summaries between them)")
+    tr.add_argument("--since", metavar="WHEN",
+                    help="records from WHEN on: 2h, 30min, 1d, HH:MM (today) or YYYY-MM-DD[ HH:MM]")
+    tr.add_argument("--file", metavar="FILE", help="read this trace file instead "
+                    "(default: [files] trace of --config)")
+    _config_option(tr, "[files] trace path")
     tr.set_defaults(func=cmd_trace)
 
-    dg = sub.add_parser("diagram", help="write docs/diagrams/ from the machine definition")
-    dg.add_argument("--check", action="store_true", help="fail when the committed files are stale")
-    dg.add_argument("--out", default="docs/diagrams")
-    dg.set_defaults(func=cmd_diagram)
+    if not on_dom0:
+        dg = sub.add_parser("diagram", help="write docs/diagrams/ from the machine definition "
+                            "(source checkout only)")
+        dg.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the committed files are stale")
+        dg.add_argument("--out", default="docs/diagrams", metavar="DIR",
+                        help="the diagrams directory (default: docs/diagrams)")
+        dg.set_defaults(func=cmd_diagram)
 
-    cf = sub.add_parser("config", help="validate or import configuration")
+    cf = sub.add_parser("config", help="validate or import configuration",
+                        description="Validate a config file or convert a vif-ip-binder one.")
+    cf.set_defaults(func=lambda args: _usage(cf))
     cfsub = cf.add_subparsers(dest="config_command", metavar="ACTION")
     va = cfsub.add_parser("validate", help="check a config file (exit 78 when bad)")
-    va.add_argument("file")
+    va.add_argument("file", help="the config file, e.g. %s" % DEFAULT_CONFIG)
     va.set_defaults(func=cmd_config_validate)
     il = cfsub.add_parser("import-legacy", help="print agent.toml for a vif-ip-binder JSON file")
-    il.add_argument("file")
+    il.add_argument("file", help="the vif-ip-binder JSON file (its password is dropped)")
     il.set_defaults(func=cmd_config_import_legacy)
 
     for name, (_module, _function, text) in sorted(PASSTHROUGH.items()):
+        if on_dom0 and name in CHECKOUT_ONLY:
+            continue
         cmd = sub.add_parser(name, help=text, add_help=False)
-        cmd.add_argument("rest", nargs=argparse.REMAINDER)
+        cmd.add_argument("rest", nargs=argparse.REMAINDER,
+                         help="the command's own options (`agent %s --help`)" % name)
         cmd.set_defaults(func=cmd_passthrough)
 
     lab = sub.add_parser("lab", help="rehearse on a simulated host (XAPI simulator, namespaces, the real "
@@ -192,6 +373,12 @@ def build_parser():
     lx.add_argument("--scenario", help="scenario TOML (default: matches agent.toml.example)")
     lx.set_defaults(func=cmd_lab_xapi)
     return p
+
+
+def _usage(parser):
+    """A command group given without its action: its usage and actions on stderr, exit 2."""
+    parser.print_help(sys.stderr)
+    return 2
 
 
 class _StatusArgs(object):
@@ -227,7 +414,7 @@ def main(argv=None):
     quick = _quick_status_args(argv)
     if quick is not None:
         return cmd_status(quick)
-    if argv and argv[0] in PASSTHROUGH:
+    if argv and argv[0] in PASSTHROUGH and not (argv[0] in CHECKOUT_ONLY and bundled()):
         return run_passthrough(argv[0], argv[1:])
     if argv[:1] == ["lab"] and argv[1:2] != ["xapi"]:
         from agent.lab import runner  # the rehearsal parses its own options (--config, --in-memory, ...)

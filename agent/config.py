@@ -160,6 +160,7 @@ class FilesConfig(object):
     status = attr.ib(default="/run/sspn-agent/status.json")
     trace = attr.ib(default="/var/log/sspn-agent/trace.jsonl")
     trace_max_bytes = attr.ib(default=1048576)
+    metrics = attr.ib(default="")  # Prometheus text file (agent/metrics.py); empty: off
 
 
 @attr.s(frozen=True, slots=True)
@@ -218,7 +219,8 @@ _SECTIONS = (  # (name, class, is array of tables, {key: kind}) in the order the
     ("timing", TimingConfig, False, {"event_timeout": NUM, "probe_interval": NUM,
                                      "probe_timeout": NUM, "backoff_base": NUM,
                                      "backoff_cap": NUM, "retry_budget": INT}),
-    ("files", FilesConfig, False, {"status": STR, "trace": STR, "trace_max_bytes": INT}),
+    ("files", FilesConfig, False, {"status": STR, "trace": STR, "trace_max_bytes": INT,
+                                   "metrics": STR}),
 )
 SCHEMA = dict((name, keys) for name, _, _, keys in _SECTIONS)
 ARRAY_SECTIONS = ("binding", "sr")
@@ -753,6 +755,9 @@ def _check(top, ck):
     if files["trace_max_bytes"] < MIN_TRACE_BYTES:
         ck.fail(("files", "trace_max_bytes"), "%d is too small; use at least %d (e.g. 1048576)"
                 % (files["trace_max_bytes"], MIN_TRACE_BYTES))
+    if files["metrics"]:
+        ck.absolute(("files", "metrics"), files["metrics"],
+                    "/var/lib/node_exporter/textfile_collector/sspn_agent.prom")
     return Config(xapi=xapi, bindings=bindings, route=route, management=ManagementConfig(**mgmt),
                   srs=srs, maintenance=MaintenanceConfig(**maint), timing=_check_timing(ck, raw[
                       "timing"]), files=FilesConfig(**files), path=ck.path)

@@ -15,9 +15,11 @@ import time
 from agent import events as ev
 from agent import guards
 from agent import machine as m
+from agent import notify
 from agent.facts import Facts
+from agent.repeats import Repeats
 from agent.timers import Retries, Timers
-from agent.world import PublishState, RaiseMessage, diff_views
+from agent.world import PublishState, diff_views
 
 import states
 
@@ -84,6 +86,8 @@ class Agent(object):
         self._effects = None
         self._asked_in = {}        # pending action -> the state that requested it
         self._last_message = None
+        self._alerted = None       # the DEGRADED message's reasons, until the recovery is raised
+        self.repeats = Repeats(config.timing.probe_interval, config.timing.retry_budget)
         self._publish_due = False
         self.reload_config = None  # set by the service: returns a new Config or None
         self.persist = None        # set by the service: writes the status file at once
@@ -231,7 +235,7 @@ class Agent(object):
             self._effects = None
         record["reasons"] = sorted(self.reasons)
         self._publish_due = True
-        if self.state == "DEGRADED":
+        if self.state in ("DEGRADED", "HEALTHY"):
             self.alert()
         self.history.append(record)
         del self.history[:-TRANSITIONS_KEPT]
@@ -258,17 +262,22 @@ class Agent(object):
             "sspn-agent-reason": reason[:500]}))
 
     def alert(self):
-        """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL."""
+        """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL; one
+        SSPN_AGENT_RECOVERED on reaching HEALTHY after it (agent/notify.py words both)."""
         host = self.facts.host
         now = self.clock.monotonic()
         if host is None or not self.facts.xapi_up:
             return
+        if self.state == "HEALTHY":
+            if self._alerted is not None:
+                self.request(notify.recovered_message(host, self._alerted))
+                self._alerted = None
+            return
         if self._last_message is not None and now - self._last_message < MESSAGE_INTERVAL:
             return
         self._last_message = now
-        body = "sspn-agent is DEGRADED on %s: %s. Run `agent status` on the host." % (
-            host.name_label or host.uuid, "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items())))
-        self.request(RaiseMessage("SSPN_AGENT_DEGRADED", body, priority=2, host_uuid=host.uuid))
+        self._alerted = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
+        self.request(notify.degraded_message(host, self._alerted))
 
     # --- what states call --------------------------------------------------------------------
 
@@ -276,15 +285,15 @@ class Agent(object):
         """Record an effect and its result: in the current transition, else on its own."""
         entry = {"what": what, "result": result, "ok": ok}
         entry.update(detail)
+        record, line = self.repeats.note(entry, self.clock.wall())  # repeats summarised: agent/repeats.py
         if self._effects is not None:
             self._effects.append(entry)
-        else:
-            entry["time"] = round(self.clock.wall(), 3)
-            entry["state"] = self.state
-            self.report.effect(entry)
-        if not ok:
-            self.log.warning("%s: %s%s", what, result,
-                             ", retrying in %.1f s" % detail["retry_in"] if "retry_in" in detail else "")
+        elif record is not None:
+            record["time"] = round(self.clock.wall(), 3)
+            record["state"] = self.state
+            self.report.effect(record)
+        if line is not None:
+            self.log.log(*line)
 
     def arm(self, name, delay):
         """Arm the timer ``name`` ``delay`` seconds from now (never less than 1 ms)."""

@@ -23,10 +23,59 @@ class Event(object):
     kind = "event"
 
     def describe(self):
-        """One short line for the trace and the journal."""
+        """One short line for the trace and the journal: names and values, no Python reprs."""
         fields = attr.asdict(self, recurse=False)
-        parts = ["%s=%s" % (k, v) for k, v in sorted(fields.items()) if v not in (None, "", (), {})]
+        parts = ["%s=%s" % (k, show(v)) for k, v in sorted(fields.items())
+                 if v not in (None, "", (), {})]
         return " ".join([self.kind] + parts)
+
+
+# --- how values read in a describe() line ------------------------------------------------------
+
+def xapi_error(error):
+    """An XAPI ErrorDescription as one line: the code, then its non-empty parameters."""
+    fields = [str(f).strip() for f in error if str(f).strip()]
+    if not fields:
+        return "no error text"
+    return fields[0] + (": " + " ".join(fields[1:]) if len(fields) > 1 else "")
+
+
+def _error_fields(error):
+    """ActionDone.error without XAPI's empty parameters (they only made gaps in messages)."""
+    return tuple(str(f) for f in error if str(f).strip())
+
+
+_ACTIONS = {
+    "enable_host": lambda a: "host.enable",
+    "start_vm": lambda a: "VM.start %s" % (a.name_label or a.vm_ref),
+    "plug_pbd": lambda a: "PBD.plug of SR %s" % (a.sr_uuid or a.pbd_ref),
+    "list_autostart": lambda a: "listing the auto-power-on VMs",
+    "publish_state": lambda a: "publishing the state to the host's other_config",
+    "raise_message": lambda a: "message.create %s" % a.name,
+}
+
+
+def show(value):
+    """A value as people read it: views and actions by name and state, sequences joined."""
+    kind = getattr(value, "kind", None)
+    if kind in _ACTIONS:
+        return _ACTIONS[kind](value)
+    name = type(value).__name__
+    if name == "HostView":
+        return "host %s (%s)" % (value.name_label or value.uuid or value.ref,
+                                 "enabled" if value.enabled else "disabled")
+    if name == "VmView":
+        return "VM %s (%s)" % (value.name_label or value.uuid or value.ref, value.power_state)
+    if name == "PbdView":
+        return "PBD of SR %s (%s)" % (value.sr_uuid, "attached" if value.attached else "detached")
+    if name == "KernelView":
+        return "%d links, %d addresses, %d default routes" % (
+            len(value.links), len(value.addresses), len(value.routes))
+    if isinstance(value, Event):
+        return value.describe()
+    if isinstance(value, (tuple, list, frozenset, set)):
+        return ", ".join(show(v) for v in value if v not in (None, ""))
+    return str(value)
 
 
 # --- XAPI side -------------------------------------------------------------------------------
@@ -53,6 +102,9 @@ class XapiLost(Event):
 
     error = attr.ib(default="")
 
+    def describe(self):
+        return "xapi_lost: %s" % (self.error or "no error text")
+
 
 @_kind("host_changed")
 @attr.s(frozen=True, slots=True)
@@ -60,6 +112,9 @@ class HostChanged(Event):
     """This host's record changed: ``host`` is a HostView."""
 
     host = attr.ib()
+
+    def describe(self):
+        return "host_changed: %s" % show(self.host)
 
 
 @_kind("vm_changed")
@@ -69,6 +124,9 @@ class VmChanged(Event):
 
     vm = attr.ib()
 
+    def describe(self):
+        return "vm_changed: %s" % show(self.vm)
+
 
 @_kind("pbd_changed")
 @attr.s(frozen=True, slots=True)
@@ -76,6 +134,9 @@ class PbdChanged(Event):
     """A watched PBD of this host changed: ``pbd`` is a PbdView."""
 
     pbd = attr.ib()
+
+    def describe(self):
+        return "pbd_changed: %s" % show(self.pbd)
 
 
 @_kind("action_done")
@@ -90,8 +151,12 @@ class ActionDone(Event):
 
     action = attr.ib()
     ok = attr.ib()
-    error = attr.ib(default=(), converter=tuple)
+    error = attr.ib(default=(), converter=_error_fields)
     value = attr.ib(default=None)
+
+    def describe(self):
+        outcome = "ok" if self.ok else "failed: %s" % xapi_error(self.error)
+        return "action_done: %s %s" % (show(self.action), outcome)
 
 
 # --- kernel side -----------------------------------------------------------------------------
@@ -214,6 +279,10 @@ class ProbeDone(Event):
     def answered(self):
         """The targets that answered."""
         return [t for t, ok in self.results if ok]
+
+    def describe(self):
+        said = ", ".join("%s %s" % (t, "answered" if ok else "silent") for t, ok in self.results)
+        return "probe_done %s: %s" % (self.key, said or "no targets")
 
 
 @_kind("timer_fired")

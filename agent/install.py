@@ -3,8 +3,10 @@
 Run from the bundle (``python3 sspn-agent.pyz install``): the running .pyz is copied to
 /opt/sspn-agent/, /etc/sspn-agent/ (0700) gets agent.toml (0600) from agent.toml.example only
 when there is none -- an operator's config is never overwritten -- and the unit goes to
-/etc/systemd/system/. Nothing is started: the commands to do so are printed. Uninstall removes
-the program and the unit and keeps /etc/sspn-agent. ``--root DIR`` lays everything out below
+/etc/systemd/system/; the command ``agent`` (and its alias ``sspn-agent``) goes to /usr/bin as a
+two-line shell wrapper that runs the .pyz with /usr/bin/python3. Nothing is started: the
+commands to do so are printed. Uninstall removes the program, the unit and the commands (only
+wrappers it wrote) and keeps /etc/sspn-agent. ``--root DIR`` lays everything out below
 DIR instead of / (staging trees, tests). Python 3.6 compatible.
 """
 
@@ -27,6 +29,15 @@ UNIT_DIR = "/etc/systemd/system"
 UNIT_NAME = "sspn-agent.service"
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/sspn-agent.service"
 START = "systemctl daemon-reload && systemctl enable --now sspn-agent"
+COMMAND_DIR = "/usr/bin"
+COMMANDS = ("agent", "sspn-agent")  # the second one for hosts where another `agent` exists
+COMMAND_MARK = "# sspn-agent command wrapper"
+# Generated at build time into the bundle (agent bundle: agent/share/), installed beside the
+# commands: {installed path: file in agent/share/}; each starts with a line naming sspn-agent.
+DOCS = {"/usr/share/man/man1/agent.1": "agent.1",
+        "/usr/share/bash-completion/completions/agent": "agent.bash",
+        "/usr/share/bash-completion/completions/sspn-agent": "agent.bash"}
+DOC_MARK = b"sspn-agent"
 
 
 class InstallError(Exception):
@@ -97,6 +108,63 @@ def _copy_atomic(source, path, mode):
         _write_atomic(path, f.read(), mode)
 
 
+def command_wrapper():
+    """The text of /usr/bin/agent: run the installed .pyz with dom0's python3 (bytes)."""
+    return ("#!/bin/sh\n%s (from the sspn-agent RPM or `sspn-agent.pyz install`)\n"
+            "exec /usr/bin/python3 %s/%s \"$@\"\n" % (COMMAND_MARK, PROGRAM_DIR, PYZ_NAME)).encode()
+
+
+def is_our_command(path):
+    """True when ``path`` is a wrapper this installer wrote (never a link: those are not ours)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return COMMAND_MARK.encode() in handle.read(4096)
+    except OSError:
+        return False
+
+
+def install_commands(root="/", say=print):
+    """Write /usr/bin/agent and /usr/bin/sspn-agent; leave a foreign file of that name alone."""
+    command_dir = under(root, COMMAND_DIR)
+    _makedirs(command_dir)
+    for name in COMMANDS:
+        path = os.path.join(command_dir, name)
+        if os.path.lexists(path) and not is_our_command(path):
+            say("kept %s: it is not sspn-agent's; use `sspn-agent` instead of `agent`" % path)
+            continue
+        _write_atomic(path, command_wrapper(), 0o755)
+        say("installed %s" % path)
+
+
+def install_docs(root="/", say=print):
+    """The man page and the bash completion from the bundle; a foreign file is left alone."""
+    for target, name in sorted(DOCS.items()):
+        try:
+            data = pkgutil.get_data("agent", "share/" + name)
+        except OSError:
+            data = None
+        if data is None:
+            say("note: this build has no %s (a bundle built without packaging/): skipped" % name)
+            continue
+        path = under(root, target)
+        if os.path.lexists(path) and not _is_ours(path):
+            say("kept %s: it is not sspn-agent's" % path)
+            continue
+        _makedirs(os.path.dirname(path))
+        _write_atomic(path, data, 0o644)
+        say("installed %s" % path)
+
+
+def _is_ours(path):
+    """True when ``path`` is a regular file whose first line names sspn-agent (what we write)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return DOC_MARK in handle.readline()
+
+
 def _makedirs(path, mode=0o755):
     if not os.path.isdir(path):
         os.makedirs(path, mode)
@@ -113,6 +181,10 @@ def install(root="/", pyz=None, say=print):
                            "python3 sspn-agent.pyz install (or pass --pyz FILE)")
     if not os.path.isfile(pyz):
         raise InstallError("%s does not exist; pass the bundle's path with --pyz" % pyz)
+    owner = rpm_owner(root)
+    if owner:
+        raise InstallError("%s is installed by the RPM %s; upgrade with yum (yum install "
+                           "./sspn-agent-<version>.noarch.rpm) instead" % (PROGRAM_DIR, owner))
     program_dir, config_dir = under(root, PROGRAM_DIR), under(root, CONFIG_DIR)
     unit_dir = under(root, UNIT_DIR)
     program = os.path.join(program_dir, PYZ_NAME)
@@ -152,12 +224,24 @@ def install(root="/", pyz=None, say=print):
     _makedirs(unit_dir)
     _write_atomic(unit, unit_file(), 0o644)
     say("installed %s" % unit)
+    install_commands(root, say)
+    install_docs(root, say)
     say("next: check the config against this host, then start the agent:")
-    say("  python3 %s check" % os.path.join(PROGRAM_DIR, PYZ_NAME))
+    say("  agent check")
     say("  %s" % START)
     if upgrade:
         say("  systemctl restart sspn-agent   (a running agent keeps the replaced program until "
             "restarted)")
+
+
+def rpm_owner(root="/"):
+    """The RPM package that owns the installed program (e.g. "sspn-agent-0.1.0-1.noarch"), or None."""
+    if (root and root != "/") or shutil.which("rpm") is None:
+        return None
+    proc = subprocess.Popen(["rpm", "-qf", os.path.join(PROGRAM_DIR, PYZ_NAME)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
+    out = proc.communicate()[0].strip()
+    return out if proc.returncode == 0 and out else None
 
 
 def agent_is_active():
@@ -169,10 +253,14 @@ def agent_is_active():
 
 
 def uninstall(root="/", force=False, say=print):
-    """Remove the program and the unit below ``root``; keep the config directory."""
+    """Remove the program, the unit and our commands below ``root``; keep the config directory."""
     if (not root or root == "/") and not force and agent_is_active():
         raise InstallError("sspn-agent is running; stop it first: systemctl disable --now "
                            "sspn-agent (its addresses and routes stay in place), or pass --force")
+    owner = rpm_owner(root)
+    if owner:
+        raise InstallError("%s is installed by the RPM %s; remove it with yum remove sspn-agent"
+                           % (PROGRAM_DIR, owner))
     program_dir = under(root, PROGRAM_DIR)
     removed = []
     for path in (os.path.join(program_dir, PYZ_NAME), under(root, UNIT_DIR + "/" + UNIT_NAME)):
@@ -183,6 +271,16 @@ def uninstall(root="/", force=False, say=print):
     if os.path.islink(link):  # what `systemctl disable` removes; dangling once the unit is gone
         os.unlink(link)
         removed.append(link)
+    for name in COMMANDS:
+        path = os.path.join(under(root, COMMAND_DIR), name)
+        if is_our_command(path):
+            os.unlink(path)
+            removed.append(path)
+    for target in sorted(DOCS):
+        path = under(root, target)
+        if _is_ours(path):
+            os.unlink(path)
+            removed.append(path)
     if os.path.isdir(program_dir) and not os.listdir(program_dir):
         os.rmdir(program_dir)
         removed.append(program_dir)
@@ -220,15 +318,17 @@ def _run(action):
 def main_install(argv=None):
     """`agent install [--root DIR] [--pyz FILE]`: program, config (if absent) and unit; 0 or 1."""
     parser = _parser("agent install", "Install the running sspn-agent.pyz, a config (only if "
-                     "absent) and the systemd unit; prints how to start it.")
+                     "absent), the systemd unit and the agent / sspn-agent commands in /usr/bin; "
+                     "prints how to start it (nothing is started).")
     parser.add_argument("--pyz", help="the bundle to install (default: the running one)")
     args = parser.parse_args(argv)
     return _run(lambda: install(args.root, args.pyz))
 
 
 def main_uninstall(argv=None):
-    """`agent uninstall [--root DIR] [--force]`: remove program and unit, keep the config; 0 or 1."""
-    parser = _parser("agent uninstall", "Remove the program and the systemd unit; keep "
+    """`agent uninstall [--root DIR] [--force]`: remove program, unit, commands; keep the config; 0 or 1."""
+    parser = _parser("agent uninstall", "Remove the program, the systemd unit and the agent / "
+                     "sspn-agent commands; keep "
                      "/etc/sspn-agent.")
     parser.add_argument("--force", action="store_true",
                         help="uninstall even while systemd says the agent is active")

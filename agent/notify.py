@@ -1,7 +1,38 @@
-"""sd_notify(3) without libsystemd: READY, STATUS, WATCHDOG and STOPPING datagrams."""
+"""What the agent tells others: sd_notify(3) datagrams to systemd, and its XAPI messages' words.
+
+The XAPI messages (message.create on this host, README "Reading the agent") are what Xen
+Orchestra lists in the host's Logs tab and XCP-ng Center in its alerts: one when the agent
+enters DEGRADED, one when it is HEALTHY again after that.
+"""
 
 import os
 import socket
+
+from agent.world import RaiseMessage
+
+DEGRADED = "SSPN_AGENT_DEGRADED"
+RECOVERED = "SSPN_AGENT_RECOVERED"
+# message.create priorities as xen-api's ocaml/xapi-consts/api_messages.ml defines them:
+# 2 "service-loss imminent" (dom0 may be unreachable), 4 "service recovered".
+DEGRADED_PRIORITY, RECOVERED_PRIORITY = 2, 4
+
+
+def _host_name(host):
+    return host.name_label or host.uuid or "this host"
+
+
+def degraded_message(host, reasons):
+    """The SSPN_AGENT_DEGRADED message for ``host`` (a HostView) with the reasons' text."""
+    body = ("sspn-agent is DEGRADED on %s: %s. It keeps retrying; run `agent status` on the "
+            "host for details." % (_host_name(host), reasons or "no reason recorded"))
+    return RaiseMessage(DEGRADED, body, priority=DEGRADED_PRIORITY, host_uuid=host.uuid)
+
+
+def recovered_message(host, reasons):
+    """The SSPN_AGENT_RECOVERED message: HEALTHY again after the DEGRADED one (its reasons)."""
+    body = ("sspn-agent is HEALTHY again on %s (it was DEGRADED: %s)."
+            % (_host_name(host), reasons or "no reason recorded"))
+    return RaiseMessage(RECOVERED, body, priority=RECOVERED_PRIORITY, host_uuid=host.uuid)
 
 
 class Notifier(object):

@@ -13,6 +13,7 @@ import time
 
 from agent import config as cfgmod
 from agent import events as ev
+from agent import metrics
 from agent import snapshot
 from agent import status as status_mod
 from agent.adapters.files import FileReport
@@ -72,6 +73,7 @@ class Service(object):
         """Create the agent and its adapters (nothing starts yet)."""
         files = self.config.files
         report = FileReport(files.status, files.trace, files.trace_max_bytes, log)
+        report = metrics.wrap(report, files.metrics, log)  # off unless [files] metrics is set
         self.agent = None
         posts = []
 

@@ -11,6 +11,16 @@ import time
 DEFAULT_PATH = "/run/sspn-agent/status.json"
 EXIT_RUNNING = 0
 EXIT_NOT_RUNNING = 3
+# `agent status` exit codes, Nagios plugin style (OK, WARNING, CRITICAL, UNKNOWN): README.md.
+EXIT_HEALTHY, EXIT_WORKING, EXIT_DEGRADED = 0, 1, 2
+
+
+def exit_code(status, running):
+    """0 HEALTHY, 1 a working state, 2 DEGRADED, 3 not running (or no status file)."""
+    if not running or not status:
+        return EXIT_NOT_RUNNING
+    state = status.get("state")
+    return EXIT_HEALTHY if state == "HEALTHY" else EXIT_DEGRADED if state == "DEGRADED" else EXIT_WORKING
 
 
 def boot_id():

@@ -78,12 +78,67 @@ def test_status_shows_last_known_state_of_a_dead_agent(tmp_path):
     assert "HEALTHY" in out and "NOT RUNNING" in out
 
 
-def test_status_of_a_live_agent_exits_0(tmp_path):
-    """A status file whose pid is alive: exit 0 and the JSON says running."""
+@pytest.mark.parametrize("state,expected", [("HEALTHY", 0), ("ROUTED", 1), ("WAITING_VM", 1),
+                                            ("BOOTING", 1), ("DEGRADED", 2)])
+def test_status_exit_code_says_the_state_of_a_live_agent(tmp_path, state, expected):
+    """A live agent's state as a Nagios-style exit code: 0 HEALTHY, 1 working, 2 DEGRADED."""
     path = tmp_path / "status.json"
-    path.write_text(json.dumps({"state": "ROUTED", "since": 1.7e9, "pid": os.getpid()}))
+    path.write_text(json.dumps({"state": state, "since": 1.7e9, "pid": os.getpid()}))
     code, out, _ = agent("status", "--json", "--file", str(path))
-    assert code == 0 and json.loads(out)["running"] is True
+    assert code == expected and json.loads(out)["running"] is True
+
+
+def test_status_of_a_dead_degraded_agent_exits_3(tmp_path):
+    """Not running wins over the last state: a stale DEGRADED file exits 3, not 2."""
+    path = tmp_path / "status.json"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"state": "DEGRADED", "since": 1.7e9, "pid": dead.pid}))
+    assert agent("status", "--file", str(path))[0] == 3
+
+
+def test_status_reads_the_status_path_from_the_config(tmp_path):
+    """With --config, `agent status` reads the file its [files] status names (quick scan)."""
+    status_path = tmp_path / "st.json"
+    status_path.write_text(json.dumps({"state": "HEALTHY", "since": 1.7e9, "pid": os.getpid()}))
+    config = tmp_path / "agent.toml"
+    config.write_text(open(os.path.join(ROOT, "agent.toml.example")).read().replace(
+        'status = "/run/sspn-agent/status.json"', 'status = "%s"  # moved' % status_path))
+    code, out, _ = agent("status", "--json", "--config", str(config))
+    assert code == 0 and json.loads(out)["state"] == "HEALTHY"
+
+
+EXAMPLE_TEXT = open(os.path.join(ROOT, "agent.toml.example")).read()
+
+
+@pytest.mark.parametrize("text,expected", [
+    (EXAMPLE_TEXT, {"status": "/run/sspn-agent/status.json",
+                    "trace": "/var/log/sspn-agent/trace.jsonl"}),
+    ("[files]\nstatus = '/a/b.json' # c\n[other]\nstatus = \"/x\"\n", {"status": "/a/b.json"}),
+    ("[xapi]\nurl = \"\"\n", {}),
+    ("[files]\nstatus = \"/a\\\\b\"\n", None),        # an escape: load the config
+    ("files.status = \"/a\"\n", None),                   # a dotted key
+    ("files = { status = \"/a\" }\n", None),             # an inline table
+    ("[files]\n\"status\" = \"/a\"\n", None),           # a quoted key
+    ("[files]\nstatus = \"\"\"/a\"\"\"\n", None),           # a multi-line string
+    ("[files]\nstatus = \"relative\"\n", None),          # invalid: the loader says why
+])
+def test_quick_files_scan_answers_only_for_plain_forms(tmp_path, text, expected):
+    """The bounded [files] scan agrees with TOML on the plain forms and gives up on the rest."""
+    from agent import cli
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    assert cli.scan_files_table(str(path)) == expected
+    assert cli.scan_files_table(str(path), limit=4) is None  # longer than the limit: load it
+
+
+def test_quick_scan_agrees_with_the_config_loader():
+    """On agent.toml.example the scan and the real loader name the same status and trace."""
+    from agent import cli, config, trace
+    cfg = config.load_config(os.path.join(ROOT, "agent.toml.example"))
+    found = cli.scan_files_table(os.path.join(ROOT, "agent.toml.example"))
+    assert (found["status"], found["trace"]) == (cfg.files.status, cfg.files.trace)
+    assert cfg.files.trace == trace.DEFAULT_PATH
 
 
 def test_trace_renders_records(tmp_path):
@@ -97,6 +152,83 @@ def test_trace_renders_records(tmp_path):
     assert code == 0 and "add x: added" in out and "BOOTING" not in out
     code, out, _ = agent("trace", "--json", "--file", str(path))
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["transition", "effect"]
+
+
+def test_trace_filters_transitions_and_since(tmp_path):
+    """--transitions drops effects; --since drops older records; a missing trace exits 1."""
+    import time
+    path = tmp_path / "trace.jsonl"
+    now = time.time()
+    records = [{"type": "transition", "time": now - 7200, "from": "BOOTING", "to": "BINDING",
+                "trigger": "xapi_answered", "cause": "old", "effects": []},
+               {"type": "effect", "time": now - 60, "state": "BINDING", "what": "add x", "result": "added"},
+               {"type": "transition", "time": now - 30, "from": "BINDING", "to": "ROUTED",
+                "trigger": "addresses_bound", "cause": "recent", "effects": []}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    code, out, _ = agent("trace", "--transitions", "--file", str(path))
+    assert code == 0 and "add x" not in out and "old" in out and "recent" in out
+    code, out, _ = agent("trace", "--since", "1h", "--file", str(path))
+    assert code == 0 and "old" not in out and "add x" in out and "recent" in out
+    code, _, err = agent("trace", "--since", "yesterday-ish", "--file", str(path))
+    assert code == 2 and "--since" in err
+    code, _, err = agent("trace", "--file", str(tmp_path / "none.jsonl"))
+    assert code == 1 and "no trace" in err
+
+
+def test_parse_since_forms():
+    """Relative spans, a clock time today and ISO dates."""
+    from agent.cli import parse_since
+    now = 1.7e9
+    assert parse_since("2h", now) == now - 7200
+    assert parse_since("30min", now) == now - 1800
+    assert parse_since("1d", now) == now - 86400
+    assert parse_since("2026-12-04", now) < parse_since("2026-12-04 14:02", now)
+    with pytest.raises(ValueError):
+        parse_since("soon", now)
+
+
+def test_every_option_has_help():
+    """Every option and argument of every subcommand carries a help text."""
+    import argparse
+    from agent import cli
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, path + [name])
+            elif not isinstance(action, argparse._HelpAction):
+                yield path, action
+    missing = ["%s %s" % (" ".join(p), a.dest) for p, a in walk(cli.build_parser(False), ["agent"])
+               if not a.help]
+    assert missing == []
+
+
+def test_dom0_parser_leaves_out_checkout_commands():
+    """From the bundle, --help lists neither `bundle` nor `diagram`."""
+    from agent import cli
+    text = cli.build_parser(on_dom0=True).format_help()
+    assert " bundle " not in text and " diagram " not in text and " status " in text
+    assert " diagram " in cli.build_parser(on_dom0=False).format_help()
+
+
+def test_run_help_lists_signals_and_exit_codes():
+    """`agent run --help` names SIGTERM, SIGHUP and the exit statuses 0, 78 and 1."""
+    code, out, _ = agent("run", "--help")
+    assert code == 0
+    for text in ("SIGTERM", "SIGHUP", "78", "exit status"):
+        assert text in out, text
+
+
+def test_config_without_action_prints_its_own_usage():
+    """`agent config` alone shows the config actions (not the top-level help), exit 2."""
+    code, _, err = agent("config")
+    assert code == 2 and "validate" in err and "import-legacy" in err
+
+
+def test_diagram_check_outside_a_checkout_says_so(tmp_path):
+    """`agent diagram --check` where there are no diagrams: not "stale", but where to run it."""
+    code, _, err = agent("diagram", "--check", "--out", str(tmp_path / "nothing"))
+    assert code == 2 and "stale" not in err and "checkout" in err
 
 
 def test_committed_diagrams_are_current():

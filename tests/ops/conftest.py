@@ -26,6 +26,37 @@ def pytest_configure(config):
         "markers", "bundle: builds the zipapp (pip download from PyPI); required in CI, not slow")
 
 
+def _python36():
+    """pyenv's Python 3.6.15 (dom0's python3 is 3.6), or None."""
+    candidates = [os.environ.get("PY36", "")]
+    try:
+        root = subprocess.check_output(["pyenv", "root"], stderr=subprocess.DEVNULL,
+                                       universal_newlines=True).strip()
+        candidates.append(os.path.join(root, "versions", "3.6.15", "bin", "python3.6"))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    candidates.append(os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3.6"))
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+PY36 = _python36()
+needs_py36 = pytest.mark.skipif(PY36 is None, reason="pyenv's Python 3.6.15 is not installed "
+                                "(set PY36=/path/to/python3.6)")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The bundle, built once per session: {"pyz", "unit", "sha256", "bytes", "wheels", "compiled"}."""
+    from agent import bundle
+    out = str(tmp_path_factory.mktemp("bundle"))
+    try:
+        return bundle.build(out, python=PY36)
+    except bundle.BundleError as e:
+        if str(e).startswith("pip download"):
+            pytest.skip("cannot download the wheels from PyPI: %s" % e)
+        raise
+
+
 def netns_available():
     """True when this process may create network namespaces with `ip netns`."""
     return os.geteuid() == 0 and shutil.which("ip") is not None

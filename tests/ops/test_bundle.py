@@ -17,42 +17,12 @@ import zipfile
 import pytest
 
 from agent import __version__, bundle
-from tests.ops.conftest import EXAMPLE, ROOT, netns_available
+from tests.ops.conftest import EXAMPLE, PY36, ROOT, needs_py36, netns_available
 
 pytestmark = pytest.mark.bundle
 
-FLOORS = {"transitions": "0.9.3", "xenapi": "26.21.1", "pyroute2": "0.8.1", "icmplib": "2.1.1",
+FLOORS = {"transitions": "0.9.3", "xenapi": "26.21.1", "icmplib": "2.1.1",
           "attrs": "22.2.0", "tomli": "1.2.3", "six": "1.17.0"}
-
-
-def _python36():
-    """pyenv's Python 3.6.15 (dom0's python3 is 3.6), or None."""
-    candidates = [os.environ.get("PY36", "")]
-    try:
-        root = subprocess.check_output(["pyenv", "root"], stderr=subprocess.DEVNULL,
-                                       universal_newlines=True).strip()
-        candidates.append(os.path.join(root, "versions", "3.6.15", "bin", "python3.6"))
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    candidates.append(os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3.6"))
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-PY36 = _python36()
-needs_py36 = pytest.mark.skipif(PY36 is None, reason="pyenv's Python 3.6.15 is not installed "
-                                "(set PY36=/path/to/python3.6)")
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """The bundle, built once: {"pyz", "unit", "sha256", "bytes", "wheels"}."""
-    out = str(tmp_path_factory.mktemp("bundle"))
-    try:
-        return bundle.build(out)
-    except bundle.BundleError as e:
-        if str(e).startswith("pip download"):
-            pytest.skip("cannot download the wheels from PyPI: %s" % e)
-        raise
 
 
 def run36(*args, **kwargs):
@@ -71,17 +41,23 @@ def in_bundle(pyz, code):
 # --- what the archive holds -----------------------------------------------------------------
 
 def test_bundle_holds_the_floor_set_and_our_packages(built):
-    """The floor versions, only pure-Python wheels, agent + states + example + unit, no bytecode."""
+    """The floor versions, only pure-Python wheels, agent + states + example + unit, no pyroute2
+    (the tests' oracle), bytecode only as name.pyc beside name.py (compiled by Python 3.6)."""
     for name, version in FLOORS.items():
         assert built["wheels"].get(name) == version, built["wheels"]
+    assert "pyroute2" not in built["wheels"]
     with zipfile.ZipFile(built["pyz"]) as archive:
         names = archive.namelist()
         main = archive.read("__main__.py").decode("utf-8")
     for required in ("agent/cli.py", "states/__init__.py", "agent/agent.toml.example",
                      "agent/lab/systemd/sspn-agent.service", "agent/lab/xapi/datamodel.txt",
-                     "agent/lab/hosts/default.toml", "pyroute2/__init__.py", "XenAPI/__init__.py"):
+                     "agent/lab/hosts/default.toml", "XenAPI/__init__.py"):
         assert required in names, required
-    assert not [n for n in names if n.endswith((".pyc", ".pyo", ".so")) or "__pycache__" in n]
+    assert not [n for n in names if n.startswith("pyroute2")]
+    assert not [n for n in names if n.endswith((".pyo", ".so")) or "__pycache__" in n]
+    assert not [n for n in names if n.endswith(".pyc") and n[:-1] not in names]
+    if PY36 is not None:
+        assert built["compiled"] > 100 and "agent/cli.pyc" in names and "states/healthy.pyc" in names
     assert "from agent.cli import main" in main
     with open(built["pyz"], "rb") as handle:
         assert handle.readline() == b"#!/usr/bin/python3\n"
@@ -127,11 +103,64 @@ def test_every_runtime_module_imports_from_the_bundle_on_python36(built):
         "import agent.service, agent.check, agent.install, agent.adapters.net\n"
         "import agent.adapters.netwatch, agent.adapters.prober, agent.adapters.xapi\n"
         "import agent.lab.runner, agent.lab.xapi\n"
-        "import pyroute2, icmplib, XenAPI, transitions, attr, tomli\n"
-        "from pyroute2 import IPRoute, NetlinkError\n"
-        "assert pyroute2.__file__.startswith(sys.path[0]), pyroute2.__file__\n"
+        "import icmplib, XenAPI, transitions, attr, tomli\n"
+        "assert XenAPI.__file__.startswith(sys.path[0]), XenAPI.__file__\n"
         "print('ok')\n")))
     assert code == 0 and out.strip() == "ok", out
+
+
+CHECK_BYTECODE = """
+import importlib.util, marshal, sys, zipfile, zlib
+archive = zipfile.ZipFile(sys.argv[1])
+names = set(archive.namelist())
+checked = 0
+for name in sorted(names):
+    if not name.endswith(".pyc"):
+        continue
+    data, source = archive.read(name), archive.read(name[:-1])
+    assert data[:4] == importlib.util.MAGIC_NUMBER, name
+    assert int.from_bytes(data[4:8], "little") == zlib.crc32(source) & 0xFFFFFFFF, name
+    assert archive.getinfo(name[:-1]).CRC == zlib.crc32(source) & 0xFFFFFFFF, name
+    assert marshal.loads(data[12:]) == compile(source, "x", "exec", dont_inherit=True), name
+    checked += 1
+print(checked)
+"""
+
+USES_BYTECODE = """
+import sys
+main = __import__("zipfile").ZipFile(sys.argv[1]).read("__main__.py").decode("utf-8")
+exec(main.split("from agent.cli import main")[0], {"__name__": "bundle_main"})
+sys.path.insert(0, sys.argv[1])
+import builtins
+compiled = []
+real = builtins.compile
+builtins.compile = lambda *a, **k: (str(a[1]).endswith(".py") and compiled.append(a[1])) or real(*a, **k)
+import agent.cli, agent.status, agent.config
+builtins.compile = real
+print(agent.cli.__file__, len(compiled))
+"""
+
+
+@needs_py36
+def test_bytecode_matches_its_source_and_is_what_python36_runs(built, tmp_tree):
+    """Each .pyc is Python 3.6's code for the .py beside it (magic, CRC-32, code object), the
+    archive's loader runs it without compiling; a .pyc that does not match its source (here:
+    a source edited after the build) is ignored and the source compiled."""
+    code, out = run36("-c", CHECK_BYTECODE, built["pyz"])
+    assert code == 0 and int(out) == built["compiled"], out
+    code, out = run36("-c", USES_BYTECODE, built["pyz"])
+    assert code == 0 and out.split() == [os.path.join(built["pyz"], "agent", "cli.py"), "0"], out
+
+    edited = os.path.join(tmp_tree, "edited.pyz")
+    with zipfile.ZipFile(built["pyz"]) as src, zipfile.ZipFile(edited, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "agent/status.py":
+                data += b"\nEDITED = True\n"
+            dst.writestr(item, data)
+    code, out = run36("-c", USES_BYTECODE.replace("print(", "assert agent.status.EDITED; print("),
+                      edited)
+    assert code == 0 and out.split()[1] == "1", out
 
 
 SLOW_PACKAGE = (
@@ -220,6 +249,19 @@ def test_install_and_uninstall_into_a_temporary_root(built, tmp_tree):
     with open(unit) as a, open(built["unit"]) as b:
         assert a.read() == b.read()
     assert "systemctl daemon-reload && systemctl enable --now sspn-agent" in out
+    for name in ("agent", "sspn-agent"):
+        command = os.path.join(root, "usr", "bin", name)
+        assert _mode(command) == 0o755
+        with open(command) as handle:
+            text = handle.read()
+        assert text.startswith("#!/bin/sh\n") and text.rstrip().endswith(
+            'exec /usr/bin/python3 /opt/sspn-agent/sspn-agent.pyz "$@"'), text
+    man = os.path.join(root, "usr", "share", "man", "man1", "agent.1")
+    completion = os.path.join(root, "usr", "share", "bash-completion", "completions", "agent")
+    with open(man) as handle:
+        assert ".SH EXIT STATUS" in handle.read()
+    with open(completion) as handle:
+        assert "complete -o default -F _sspn_agent agent sspn-agent" in handle.read()
 
     with open(config, "a") as handle:
         handle.write("# edited by the operator\n")
@@ -235,7 +277,28 @@ def test_install_and_uninstall_into_a_temporary_root(built, tmp_tree):
     assert code == 0, out
     assert not os.path.exists(program) and not os.path.exists(unit)
     assert not os.path.lexists(os.path.join(wants, "sspn-agent.service"))
+    assert not os.path.exists(os.path.join(root, "usr", "bin", "agent"))
+    assert not os.path.exists(os.path.join(root, "usr", "bin", "sspn-agent"))
+    assert not os.path.exists(man) and not os.path.exists(completion)
     assert os.path.isfile(config) and "kept %s" % config_dir in out
+
+
+def test_install_leaves_a_foreign_agent_command_alone(tmp_tree, capsys):
+    """A /usr/bin/agent that is not ours is kept (install says to use sspn-agent) and survives
+    uninstall; our sspn-agent wrapper is written and removed."""
+    from agent import install
+    root = os.path.join(tmp_tree, "root")
+    bindir = os.path.join(root, "usr", "bin")
+    os.makedirs(bindir)
+    foreign = os.path.join(bindir, "agent")
+    with open(foreign, "w") as handle:
+        handle.write("#!/bin/sh\necho someone else's agent\n")
+    said = []
+    install.install_commands(root, said.append)
+    assert any("kept %s" % foreign in line and "sspn-agent" in line for line in said), said
+    assert install.is_our_command(os.path.join(bindir, "sspn-agent"))
+    install.uninstall(root, say=said.append)
+    assert os.path.exists(foreign) and not os.path.exists(os.path.join(bindir, "sspn-agent"))
 
 
 def test_install_from_a_checkout_needs_a_bundle(tmp_tree, capsys):
@@ -251,8 +314,10 @@ def test_install_from_a_checkout_needs_a_bundle(tmp_tree, capsys):
 def test_ops_commands_through_the_bundle_cli(built, tmp_tree):
     """Once agent/cli.py wires install/uninstall/check, they work as `sspn-agent.pyz COMMAND`."""
     code, out = run36(built["pyz"], "--help")
-    if "install" not in out or "check" not in out:
-        pytest.skip("agent/cli.py does not wire check/install/uninstall yet")
+    assert code == 0 and " install " in out and " check " in out, out
+    assert " bundle " not in out and " diagram " not in out, out  # they need a checkout
+    code, out = run36(built["pyz"], "bundle")
+    assert code == 2 and "invalid choice" in out, out
     root = os.path.join(tmp_tree, "root")
     os.mkdir(root)
     code, out = run36(built["pyz"], "install", "--root", root)
@@ -302,3 +367,26 @@ def _tail(path, lines=15):
 def test_archive_main_compiles():
     """The archive's __main__.py, kept as text in agent/bundle.py, is valid Python (3.6 in CI too)."""
     compile(bundle.MAIN_PY, "__main__.py", "exec")
+
+
+def test_install_and_uninstall_leave_an_rpm_installed_agent_to_yum(tmp_tree, monkeypatch):
+    """When rpm says the program belongs to a package, install and uninstall (on /) refuse and
+    name the yum command; nothing is touched."""
+    from agent import install
+    bindir = os.path.join(tmp_tree, "bin")
+    os.mkdir(bindir)
+    fake = os.path.join(bindir, "rpm")
+    with open(fake, "w") as handle:
+        handle.write("#!/bin/sh\necho sspn-agent-0.1.0-1.noarch\n")
+    os.chmod(fake, 0o755)
+    monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ["PATH"])
+    assert install.rpm_owner("/") == "sspn-agent-0.1.0-1.noarch"
+    assert install.rpm_owner(tmp_tree) is None  # a staging root is never the RPM's
+    with pytest.raises(install.InstallError) as err:
+        install.uninstall("/", force=True, say=lambda text: None)
+    assert "yum remove sspn-agent" in str(err.value)
+    pyz = os.path.join(tmp_tree, "x.pyz")
+    open(pyz, "w").close()
+    with pytest.raises(install.InstallError) as err:
+        install.install("/", pyz=pyz, say=lambda text: None)
+    assert "yum" in str(err.value)
