@@ -44,7 +44,7 @@ UNIT_NAME = "sspn-agent.service"
 INTERPRETER = "/usr/bin/python3"
 PACKAGES = ("agent", "states")
 TARGET_PYTHON = "3.6"
-# dom0's python3 on XCP-ng 8.3 / XenServer 8 (CentOS 7 userland, DESIGN.md §8).
+# dom0's python3 on XCP-ng 8.3 / XenServer 8 (CentOS 7 userland, docs/architecture.md §8).
 TARGET_ENVIRONMENT = {
     "python_version": "3.6", "python_full_version": "3.6.8", "implementation_name": "cpython",
     "implementation_version": "3.6.8", "platform_python_implementation": "CPython",
