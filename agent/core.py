@@ -14,6 +14,7 @@ import time
 
 from agent import events as ev
 from agent import guards
+from agent import keeper
 from agent import machine as m
 from agent.facts import Facts
 from agent.timers import Retries, Timers
@@ -85,6 +86,7 @@ class Agent(object):
         self._asked_in = {}        # pending action -> the state that requested it
         self._last_message = None
         self._publish_due = False
+        self._problems = {}
         self.reload_config = None  # set by the service: returns a new Config or None
         self.persist = None        # set by the service: writes the status file at once
         self._model = _Model(self)
@@ -138,6 +140,7 @@ class Agent(object):
             if event is None:
                 return
         self.facts.apply(event)
+        keeper.fold(self, event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
@@ -148,6 +151,16 @@ class Agent(object):
             # a late reply was the asking state's business, not this one's
             trigger = states.module(self.state).work(self, None if late else event)
         self._settle(trigger, event)
+        # each binding is served on its own, whatever the host's state (docs/bindings.md)
+        self._keep()
+
+    def _keep(self):
+        """Run the per-binding keeper; publish again when a binding's problems changed."""
+        keeper.keep(self)
+        problems = keeper.problems(self)
+        if problems != self._problems:
+            self._problems = problems
+            self._publish_due = True
 
     def _late_reply(self, event):
         """Hand a reply to the state that asked, when that is not the one working now: its
@@ -178,6 +191,7 @@ class Agent(object):
         self.facts.world = None
         self.facts.missing = ()
         self._settle("config_reloaded", event)
+        self._keep()
 
     def _drift(self):
         if self.facts.world is None:
@@ -251,7 +265,9 @@ class Agent(object):
         if host is None or not self.facts.xapi_up:
             return
         self._publish_due = False
-        reason = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
+        reasons = keeper.problems(self)
+        reasons.update(self.reasons)
+        reason = "; ".join("%s: %s" % kv for kv in sorted(reasons.items()))
         self.request(PublishState(host.ref, {
             "sspn-agent-state": self.state,
             "sspn-agent-since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),

@@ -4,6 +4,7 @@ Pure functions of (config, facts, management bridge). The guards of the machine 
 state steps both read them, so "what we want" is written down exactly once.
 """
 
+import ipaddress
 import re
 
 from agent.facts import interface_text, mirror_of
@@ -32,17 +33,61 @@ def wanted_mirrors(config, mgmt_bridge):
     return [(mgmt_bridge, mirror_of(iface)) for b in config.bindings for iface in b.addresses]
 
 
-def wanted_routes(config, facts):
-    """[(family, gateway address, bridge)] for each configured gateway whose bridge is known."""
+def bridge_of(facts, index):
+    """The resolved bridge of binding ``index`` ("" while unresolved)."""
+    return facts.bridges[index] if index < len(facts.bridges) else ""
+
+
+def network_of_bridge(config, facts, bridge):
+    """The network label of the binding on ``bridge`` ("" if none)."""
+    for index, binding in enumerate(config.bindings):
+        if bridge and bridge_of(facts, index) == bridge:
+            return binding.network
+    return ""
+
+
+def route_choices(config, facts, family):
+    """[(binding index, gateway, bridge)] that could carry ``family``'s default route now (their
+    bridge exists), most preferred first (Config.route_candidates)."""
     out = []
-    for gateway in (config.route.gateway4, config.route.gateway6):
-        if gateway is None:
-            continue
-        index = config.binding_for_gateway(gateway)
-        bridge = facts.bridges[index] if index is not None and index < len(facts.bridges) else ""
-        if bridge:
-            out.append((gateway.version, gateway, bridge))
+    for index, gateway in config.route_candidates(family):
+        bridge = bridge_of(facts, index)
+        if bridge and bridge in facts.links:
+            out.append((index, gateway, bridge))
     return out
+
+
+def chosen_route(config, facts, family):
+    """(binding index, gateway, bridge) that carries ``family``'s default route: the preferred one
+    whose bridge exists and whose gateway is not silent; all silent: the preferred; None if no
+    bridge exists."""
+    choices = route_choices(config, facts, family)
+    for index, gateway, bridge in choices:
+        if facts.gateway_verdicts.get((family, str(gateway), bridge)) != "silent":
+            return index, gateway, bridge
+    return choices[0] if choices else None
+
+
+def wanted_routes(config, facts):
+    """[(family, gateway address, bridge)] of the default route each family should have now."""
+    out = []
+    for family in (4, 6):
+        chosen = chosen_route(config, facts, family)
+        if chosen is not None:
+            out.append((family, chosen[1], chosen[2]))
+    return out
+
+
+def gateway_targets(config, facts):
+    """[(family, gateway text, bridge)] of every configured gateway whose bridge exists."""
+    return [(family, str(gateway), bridge) for family in (4, 6)
+            for _index, gateway, bridge in route_choices(config, facts, family)]
+
+
+def probe_text(target):
+    """A gateway as a probe target; link-local IPv6 carries its scope (fe80::1%xapi1)."""
+    family, gateway, bridge = target
+    return "%s%%%s" % (gateway, bridge) if ipaddress.ip_address(gateway).is_link_local else gateway
 
 
 def missing_addresses(config, facts, mgmt_bridge):
