@@ -200,6 +200,10 @@ class Agent(object):
             # a DEGRADED-from-BOOTING agent to BINDING, dropping its `xapi` reason.
             return None
         for trigger in m.DRIFT_TRIGGERS:
+            if self.state == "DEGRADED" and self.degraded_from in m.destinations(self.state, trigger):
+                # DEGRADED runs that state's work already: going there would only drop the
+                # reason (a binding that cannot bind went DEGRADED -> BINDING and stayed there)
+                continue
             if m.allowed(self.state, trigger) and guards.drift(trigger, self.config, self.facts,
                                                                   self.mgmt_bridge):
                 return trigger

@@ -37,8 +37,10 @@ def keep(ctx):
 
 
 def keep_addresses(ctx):
-    """Ensure the addresses of each binding whose bridge exists, then every management mirror."""
+    """Ensure the addresses of each binding whose bridge exists, then every management mirror;
+    return the retry keys whose attempt failed now."""
     from states.binding import ensure_addresses
+    failed = []
     for index, binding in enumerate(ctx.config.bindings):
         bridge = desired.bridge_of(ctx.facts, index)
         if not bridge or not ctx.link_exists(bridge):
@@ -47,9 +49,12 @@ def keep_addresses(ctx):
             ctx.timers.cancel("retry:" + bind_key(binding))
             ctx.timers.cancel("retry:" + route_key(binding))
             continue
-        _attempt(ctx, bind_key(binding), [(bridge, iface) for iface in binding.addresses],
-                 lambda wanted, b=binding: ensure_addresses(ctx, wanted, "retry:" + route_key(b)))
-    keep_mirrors(ctx)
+        if _attempt(ctx, bind_key(binding), [(bridge, iface) for iface in binding.addresses],
+                    lambda wanted, b=binding: ensure_addresses(ctx, wanted, "retry:" + route_key(b))):
+            failed.append(bind_key(binding))
+    if keep_mirrors(ctx):
+        failed.append(MIRROR_KEY)
+    return failed
 
 
 def keep_mirrors(ctx):
@@ -57,29 +62,34 @@ def keep_mirrors(ctx):
     from states.binding import ensure_addresses
     mirrors = desired.wanted_mirrors(ctx.config, ctx.mgmt_bridge)
     if mirrors and ctx.link_exists(ctx.mgmt_bridge):
-        _attempt(ctx, MIRROR_KEY, mirrors, lambda wanted: ensure_addresses(ctx, wanted))
+        return _attempt(ctx, MIRROR_KEY, mirrors, lambda wanted: ensure_addresses(ctx, wanted))
+    return False
 
 
 def _attempt(ctx, key, wanted, ensure):
-    """One attempt for retry ``key`` unless it is backing off; failures arm its own timer."""
+    """One attempt for retry ``key`` unless it is backing off; failures arm its own timer.
+    True when an attempt failed now."""
     timer = "retry:" + key
     if ctx.timers.armed(timer):
-        return
+        return False
     if ctx.facts.kernel_seen and all((i, interface_text(a)) in ctx.facts.addresses for i, a in wanted):
-        return  # the cheap, common case: all present
+        return False  # the cheap, common case: all present
     failures = ensure(wanted)
     retry = ctx.retries[key]
     if failures:
         delay = retry.failed("; ".join(failures))
         ctx.arm(timer, delay)
         ctx.log.warning("%s: %s, retrying in %.1f s", key, "; ".join(failures), delay)
-    else:
-        retry.succeeded()
+        return True
+    retry.succeeded()
+    return False
 
 
 def keep_routes(ctx):
-    """For each family, the default route of the preferred binding that can carry it now."""
+    """For each family, the default route of the preferred binding that can carry it now; return
+    the retry keys whose attempt failed now."""
     facts = ctx.facts
+    failed = []
     for family in (4, 6):
         chosen = desired.chosen_route(ctx.config, facts, family)
         if chosen is None:
@@ -101,6 +111,7 @@ def keep_routes(ctx):
             delay = ctx.retries[key].failed(str(e))
             ctx.arm("retry:" + key, delay)
             ctx.effect(what, "failed: %s" % e, ok=False, retry_in=round(delay, 3))
+            failed.append(key)
             continue
         facts.wrote_route(route, ctx.clock.monotonic())
         facts.routes_held[family] = route
@@ -114,6 +125,7 @@ def keep_routes(ctx):
         else:
             result = "added (no default route of IPv%d before)" % family
         ctx.effect(what, result, network=binding.network)
+    return failed
 
 
 def gateway_name(target):
@@ -207,6 +219,10 @@ def describe(ctx):
         for iface in binding.addresses:
             entry = "%s on %s" % (iface, bridge or "?")
             (holds if exists and (bridge, interface_text(iface)) in facts.addresses else missing).append(entry)
+        for ifname, mirror in desired.wanted_mirrors(config, ctx.mgmt_bridge):
+            if mirror.ip in [i.ip for i in binding.addresses] and ifname in facts.links:
+                entry = "%s on %s (mirror)" % (mirror, ifname)
+                (holds if (ifname, interface_text(mirror)) in facts.addresses else missing).append(entry)
         routes, gateways = [], []
         for family in (4, 6):
             for cand_index, gateway in config.route_candidates(family):

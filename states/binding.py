@@ -62,8 +62,8 @@ def work(ctx, event):
     """Ensure every binding's addresses (and mirrors); addresses_bound once all are verified."""
     if ctx.facts.world is not None and not desired.missing_bridges(ctx.config, ctx.facts):
         ctx.facts.uplinks_seen = True  # the uplink VMs have run in this boot (see WAITING_VM)
-    keeper.keep_addresses(ctx)
-    spent = _spent(ctx)
+    failed = keeper.keep_addresses(ctx)
+    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
     if spent:
         ctx.set_reason("bind", "addresses not bound: %s" % "; ".join(
             "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))

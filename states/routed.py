@@ -25,8 +25,8 @@ def _spent(ctx):
 def work(ctx, event):
     """Routes first; then wait until each route's gateway answered (or went silent)."""
     facts = ctx.facts
-    keeper.keep_routes(ctx)
-    spent = _spent(ctx)
+    failed = keeper.keep_routes(ctx)
+    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
     if spent:
         ctx.set_reason("route", "default route not installed: %s" % "; ".join(
             "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))
