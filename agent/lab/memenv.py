@@ -90,7 +90,7 @@ class MemoryEnv(_Env):
 
     def _vm_hook(self, vm_name, record, domid, bridges, old_state, new_state):
         """A running uplink VM's internal bridges exist; the last one to stop takes them along."""
-        if vm_name not in self.plan.uplinks:
+        if vm_name not in self.firewalls:
             return
         if new_state == "Running" and old_state != "Paused":
             self._running[vm_name] = [b for b in bridges if b in self.fw_by_bridge]
@@ -134,6 +134,11 @@ class MemoryEnv(_Env):
         for route in sorted(self.net.read_view().routes):
             self.net.remove_route(*route)
         self.net.add_address(self.netns.MGMT_BRIDGE, self.netns.MGMT_ADDRESS)
+
+    def delete_addresses(self, pairs):
+        """Someone deletes addresses [(ifname, "a/p")]."""
+        for ifname, text in pairs:
+            self.net.remove_address(ifname, text)
 
     def kernel_state(self):
         """(addresses, default routes) of the model."""

@@ -28,7 +28,8 @@ import time
 from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
-             "maintenance-lockout", "flush")
+             "maintenance-lockout", "flush", "carp-failover", "one-firewall-down",
+             "firewall-stops-later")
 FORCE_MEMORY_ENV = "SSPN_LAB_IN_MEMORY"   # "1": the in-memory kernel model even as root
 EX_CONFIG = 78
 
@@ -46,6 +47,7 @@ def run_one(name, plan, memory, timeout=WAIT_TIMEOUT):
     from agent.lab.envs import NetnsEnv
     from agent.lab.harness import private_dir
     from agent.lab.memenv import MemoryEnv
+    plan = scenarios.plan_for_scenario(name, plan)
     lab = scenarios.Lab(plan, time.time(), timeout)
     workdir = private_dir("sspnlab")
     env = error = ping = stop = None
