@@ -46,6 +46,7 @@ def build(agent):
         "addresses": addresses,
         "routes": routes,
         "bindings": keeper.describe(agent),
+        "problems": keeper.problems(agent),
         "srs": srs,
         "autostart_done": facts.autostart_done,
         "uplinks_seen": facts.uplinks_seen,

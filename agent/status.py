@@ -137,7 +137,7 @@ def render(status, running, now=None):
     for item in status.get("routes", []):
         lines.append("  route   default via %-14s dev %-8s %s" % (item["gateway"], item["ifname"],
                                                                "present" if item["present"] else "MISSING"))
-    lines.extend(_render_bindings(status.get("bindings", [])))
+    lines.extend(_render_bindings(status.get("bindings", []), status.get("problems", {})))
     for sr in status.get("srs", []):
         lines.append("  sr      %s %s%s" % (sr["uuid"], sr["state"],
                                             " (%s)" % sr["note"] if sr.get("note") else ""))
@@ -154,9 +154,10 @@ def render(status, running, now=None):
 
 # --- per binding (each binding is served on its own) --------------------------------------------
 
-def _render_bindings(bindings):
-    """Lines for each binding: its bridge, what it waits for, holds and misses, its gateways."""
-    lines = []
+def _render_bindings(bindings, problems):
+    """Lines for each binding: its bridge, what it waits for, holds and misses, its gateways;
+    then the bindings' problems (a silent gateway: in every state, not only DEGRADED)."""
+    lines = ["  problem %s: %s" % kv for kv in sorted(problems.items())]
     for b in bindings:
         bridge = b.get("bridge") or "?"
         state = "bridge %s %s" % (bridge, "up" if b.get("bridge_exists") else "absent")

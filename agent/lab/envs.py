@@ -250,6 +250,14 @@ class NetnsEnv(_Env):
         self.topology.ip("dom0", "-6", "route", "flush", "default")
         self.topology.ip("dom0", "addr", "add", self.netns.MGMT_ADDRESS, "dev", self.netns.MGMT_BRIDGE)
 
+    def silence_gateways(self, gone):
+        """The firewall no longer holds these gateway addresses [(bridge, "a/p")]."""
+        for line in self.topology.ip("fw", "-o", "addr", "show").splitlines():
+            words = line.split()
+            for _bridge, text in gone:
+                if len(words) > 3 and words[3] == text:
+                    self.topology.ip("fw", "addr", "del", text, "dev", words[1])
+
     def delete_addresses(self, pairs):
         """Someone deletes addresses [(ifname, "a/p")] in dom0."""
         self.topology.ip("dom0", batch=["addr del %s dev %s" % (a, i) for i, a in pairs])

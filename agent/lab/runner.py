@@ -29,7 +29,7 @@ from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
              "maintenance-lockout", "flush", "carp-failover", "one-firewall-down",
-             "firewall-stops-later")
+             "firewall-stops-later", "route-failover", "silent-gateway6")
 FORCE_MEMORY_ENV = "SSPN_LAB_IN_MEMORY"   # "1": the in-memory kernel model even as root
 EX_CONFIG = 78
 

@@ -570,7 +570,55 @@ def firewall_stops_later(lab):
     lab.wait_healthy(lab.fault_at, kernel=True)
 
 
-SEVERAL_SCENARIOS = ("carp-failover", "one-firewall-down", "firewall-stops-later")
+def _default_routes(lab):
+    """{family: (gateway, ifname)} of dom0's default routes now."""
+    _addresses, routes = lab.env.kernel_state()
+    return dict((family, (gateway, ifname)) for family, gateway, ifname in routes)
+
+
+def route_failover(lab):
+    """Both networks' firewalls run; the preferred network's firewalls stop: both default routes
+    move to the other network (traced with the route they replaced); they start: back again."""
+    lab.start_agent()
+    lab.act("start the firewalls", lambda: [lab.sim.vm_start(b.vms[0]) for b in lab.config.bindings])
+    lab.wait_healthy(lab.fault_at, kernel=True)
+    first, second = lab.config.bindings[0], lab.config.bindings[1]
+    home = dict((f, (str(gw), lab.env.bridge_of[lab.config.bindings[i].network]))
+                for f in (4, 6) for i, gw in lab.config.route_candidates(f)[:1])
+    away = dict((f, (str(gw), lab.env.bridge_of[lab.config.bindings[i].network]))
+                for f in (4, 6) for i, gw in lab.config.route_candidates(f)[1:2])
+    lab.wait_for(lambda: _default_routes(lab) == home, "default routes via %s" % first.network)
+    t = lab.act("stop every VM of %s" % first.network,
+                lambda: [lab.sim.vm_stop(vm) for vm in first.vms], fault="failover")
+    lab.wait_for(lambda: _default_routes(lab) == away, "default routes via %s" % second.network)
+    lab.note("failover", round(lab.now() - t, 3))
+    t = lab.act("start VM %s again" % first.vms[0], lambda: lab.sim.vm_start(first.vms[0]),
+                fault="return")
+    lab.wait_for(lambda: _default_routes(lab) == home, "default routes back via %s" % first.network)
+    lab.note("return", round(lab.now() - t, 3))
+    lab.wait_healthy(t, kernel=True)
+
+
+def silent_gateway6(lab):
+    """The firewalls answer ICMP on their IPv4 gateways only (the IPv6 gateway addresses are
+    gone): each gateway is probed on its own, the host goes on over IPv4, and every IPv6 gateway
+    is named silent (status, XAPI's sspn-agent-reason); the trace never says it answered."""
+    lab.act("start the firewalls", lambda: [lab.sim.vm_start(b.vms[0]) for b in lab.config.bindings])
+    gone = [(lab.env.bridge_of[lab.config.bindings[i].network], "%s/64" % gw)
+            for i, gw in lab.config.route_candidates(6)]
+    lab.act("remove the IPv6 gateway addresses %s from the firewalls" % ", ".join(g for _b, g in gone),
+            lambda: lab.env.silence_gateways(gone))
+    lab.start_agent()
+    lab.wait_status(lambda s: s.get("state") == "HEALTHY" and "gateway6" in s.get("problems", {}),
+                    "HEALTHY over IPv4 with gateway6 named silent")
+    lab.healthy_time = lab.now()
+    for _t, what, result, _ok in timeline.effects(lab.entries()):
+        if what.startswith("probe gateway6") and result == "answered":
+            lab.fail("the trace says %s answered" % what)
+
+
+SEVERAL_SCENARIOS = ("carp-failover", "one-firewall-down", "firewall-stops-later", "route-failover",
+                     "silent-gateway6")
 
 
 SCENARIOS = collections.OrderedDict((
@@ -583,6 +631,8 @@ SCENARIOS = collections.OrderedDict((
     ("carp-failover", carp_failover),
     ("one-firewall-down", one_firewall_down),
     ("firewall-stops-later", firewall_stops_later),
+    ("route-failover", route_failover),
+    ("silent-gateway6", silent_gateway6),
 ))
 
 
