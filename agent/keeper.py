@@ -11,7 +11,7 @@ call the same functions and judge the host's progress from the result.
 
 from agent import desired
 from agent import events as ev
-from agent.facts import interface_text
+from agent.facts import interface_text, mirror_of
 from agent.ports import NetError
 
 MIRROR_KEY = "mirror"
@@ -66,13 +66,37 @@ def keep_mirrors(ctx):
     return False
 
 
+_TEXTS = {}  # id(config) -> (config, {interface: "addr/prefix"})
+
+
+def _all_present(ctx, wanted):
+    """True when the kernel view holds every (ifname, interface) of ``wanted`` (the check runs
+    after every event: the interfaces' texts are computed once per loaded config)."""
+    config = ctx.config
+    cached = _TEXTS.get(id(config))
+    if cached is None or cached[0] is not config:
+        _TEXTS.clear()
+        texts = {}
+        for binding in config.bindings:
+            for iface in binding.addresses:
+                texts[iface] = interface_text(iface)
+                mirror = mirror_of(iface)
+                texts[mirror] = interface_text(mirror)
+        cached = _TEXTS[id(config)] = (config, texts)
+    texts, addresses = cached[1], ctx.facts.addresses
+    for ifname, iface in wanted:
+        if (ifname, texts.get(iface) or interface_text(iface)) not in addresses:
+            return False
+    return True
+
+
 def _attempt(ctx, key, wanted, ensure):
     """One attempt for retry ``key`` unless it is backing off; failures arm its own timer.
     True when an attempt failed now."""
     timer = "retry:" + key
     if ctx.timers.armed(timer):
         return False
-    if ctx.facts.kernel_seen and all((i, interface_text(a)) in ctx.facts.addresses for i, a in wanted):
+    if ctx.facts.kernel_seen and _all_present(ctx, wanted):
         return False  # the cheap, common case: all present
     failures = ensure(wanted)
     retry = ctx.retries[key]
@@ -95,7 +119,7 @@ def keep_routes(ctx):
         if chosen is None:
             continue
         index, gateway, bridge = chosen
-        route = (family, str(gateway), bridge)
+        route = (family, desired.text(gateway), bridge)
         if facts.kernel_seen and route in facts.routes:
             continue
         binding = ctx.config.bindings[index]
