@@ -482,14 +482,25 @@ def several_plan():
 
 def plan_for_scenario(name, plan):
     """The plan a scenario runs on: one that needs several networks or VMs gets several_plan()
-    unless the given plan (an operator's config) has them."""
-    if name in SEVERAL_SCENARIOS and not _several(plan.config):
+    unless the given plan (an operator's config) can run it."""
+    if name in SEVERAL_SCENARIOS and name not in applicable(plan.config):
         return several_plan()
     return plan
 
 
-def _several(config):
-    return len(config.bindings) > 1 and any(len(b.vms) > 1 for b in config.bindings)
+def applicable(config):
+    """The several-networks scenarios ``config`` itself can run (`agent lab --config`)."""
+    out = []
+    if any(len(b.vms) > 1 for b in config.bindings):
+        out.append("carp-failover")
+    if len(config.bindings) > 1:
+        out.extend(("one-firewall-down", "firewall-stops-later"))
+        if all(len(config.route_candidates(f)) > 1 for f in (4, 6) if config.route_candidates(f)) \
+                and any(config.route_candidates(f) for f in (4, 6)):
+            out.append("route-failover")
+    if config.route.probe and config.route_candidates(4) and config.route_candidates(6):
+        out.append("silent-gateway6")
+    return out
 
 
 def _binding_status(lab, network):
@@ -582,7 +593,9 @@ def route_failover(lab):
     lab.start_agent()
     lab.act("start the firewalls", lambda: [lab.sim.vm_start(b.vms[0]) for b in lab.config.bindings])
     lab.wait_healthy(lab.fault_at, kernel=True)
-    first, second = lab.config.bindings[0], lab.config.bindings[1]
+    family = 4 if lab.config.route_candidates(4) else 6
+    order = [i for i, _gw in lab.config.route_candidates(family)]
+    first, second = lab.config.bindings[order[0]], lab.config.bindings[order[1]]
     home = dict((f, (str(gw), lab.env.bridge_of[lab.config.bindings[i].network]))
                 for f in (4, 6) for i, gw in lab.config.route_candidates(f)[:1])
     away = dict((f, (str(gw), lab.env.bridge_of[lab.config.bindings[i].network]))

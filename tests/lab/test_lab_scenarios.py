@@ -159,7 +159,7 @@ def test_operator_config_is_rehearsed(tmp_path, capsys):
     without probe) gets a matching simulated host and a cold boot that ends HEALTHY."""
     path = tmp_path / "agent.toml"
     path.write_text(OPERATOR_CONFIG)
-    code, run = _lab(capsys, "--config", str(path))
+    code, run = _lab(capsys, "--config", str(path), "--scenario", "cold-boot")
     _assert_clean_finish(code, run)
     summary = run["summary"]
     assert sorted(summary["srs_plugged"]) == ["11111111-2222-4333-8444-555555555555",
@@ -231,7 +231,7 @@ def test_operator_config_in_memory(tmp_path, in_memory, capsys):
     """The operator-config rehearsal also runs on the in-memory kernel model."""
     path = tmp_path / "agent.toml"
     path.write_text(OPERATOR_CONFIG)
-    code, run = _lab(capsys, "--config", str(path))
+    code, run = _lab(capsys, "--config", str(path), "--scenario", "cold-boot")
     _assert_clean_finish(code, run)
     assert len(run["summary"]["srs_plugged"]) == 2
 
