@@ -155,8 +155,18 @@ class Agent(object):
         self._keep()
 
     def _keep(self):
-        """Run the per-binding keeper; publish again when a binding's problems changed."""
-        keeper.keep(self)
+        """Run the per-binding keeper; publish again when a binding's problems changed. Its
+        effects reach the trace after the kernel work, as a transition's do: a trace write
+        between an address and its route would delay the route."""
+        pending = self._effects = []
+        try:
+            keeper.keep(self)
+        finally:
+            self._effects = None
+            for entry in pending:
+                entry["time"] = round(self.clock.wall(), 3)
+                entry["state"] = self.state
+                self.report.effect(entry)
         problems = keeper.problems(self)
         if problems != self._problems:
             self._problems = problems
