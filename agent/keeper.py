@@ -142,12 +142,11 @@ def keep_routes(ctx):
         ctx.retries[key].succeeded()
         if result == "present":
             continue
-        if before:
-            result = "replaced default via %s dev %s" % (before[0][1], before[0][2])
+        # the route it replaced, in the description (results stay "replaced"/"added")
+        if before and before[0] != route:
+            what += " instead of default via %s dev %s" % (before[0][1], before[0][2])
         elif held is not None and held != route:
-            result = "replaced default via %s dev %s (gone with its bridge)" % (held[1], held[2])
-        else:
-            result = "added (no default route of IPv%d before)" % family
+            what += " instead of default via %s dev %s (gone with its bridge)" % (held[1], held[2])
         ctx.effect(what, result, network=binding.network)
     return failed
 

@@ -52,10 +52,10 @@ def test_default_route_fails_over_and_returns():
     """The preferred network's firewall stops: both default routes move to the other network,
     traced with the route they replaced; it starts again: they come back."""
     run = _run("route-failover")
-    results = [r for w, r in _effects(run) if w and w.startswith("default via 100.64.0.1")]
-    assert any("replaced default via 192.0.2.1 dev" in r for r in results), results
-    back = [r for w, r in _effects(run) if w and w.startswith("default via 192.0.2.1")]
-    assert any("replaced default via 100.64.0.1 dev" in r for r in back), back
+    moved = [w for w, _r in _effects(run) if w.startswith("default via 100.64.0.1")]
+    assert any("instead of default via 192.0.2.1 dev" in w for w in moved), moved
+    back = [w for w, _r in _effects(run) if w.startswith("default via 192.0.2.1")]
+    assert any("instead of default via 100.64.0.1 dev" in w for w in back), back
 
 
 def test_carp_pair_with_each_vm_down_in_turn():
