@@ -104,6 +104,9 @@ class Binding(object):
     network = attr.ib()
     vms = attr.ib(converter=lambda vms: (vms,) if isinstance(vms, str) else tuple(vms))
     addresses = attr.ib(converter=_tuple_of(ipaddress.ip_interface))
+    # this network's own default gateways (None: none); [route] gateway4/6 still work
+    gateway4 = attr.ib(default=None, converter=_optional_ip)
+    gateway6 = attr.ib(default=None, converter=_optional_ip)
 
 
 @attr.s(frozen=True, slots=True)
@@ -113,6 +116,9 @@ class RouteConfig(object):
     gateway4 = attr.ib(default=None, converter=_optional_ip)
     gateway6 = attr.ib(default=None, converter=_optional_ip)
     probe = attr.ib(default=True)
+    # network labels, most preferred first, for a default route two bindings can carry
+    # (unlisted bindings follow in file order)
+    prefer = attr.ib(default=(), converter=tuple)
 
 
 @attr.s(frozen=True, slots=True)
@@ -187,9 +193,13 @@ class Config(object):
                 for _, iface in self.addresses()]
 
     def gateways(self):
-        """[(4 or 6, address)] for the configured default gateways."""
-        return [(gw.version, gw) for gw in (self.route.gateway4, self.route.gateway6)
-                if gw is not None]
+        """[(4 or 6, address)] for the configured default gateways ([route] and per binding)."""
+        out = [(gw.version, gw) for gw in (self.route.gateway4, self.route.gateway6)
+               if gw is not None]
+        for b in self.bindings:
+            out.extend((gw.version, gw) for gw in (b.gateway4, b.gateway6)
+                       if gw is not None and (gw.version, gw) not in out)
+        return out
 
     def binding_for_gateway(self, gateway):
         """Index of the binding whose subnet holds ``gateway`` (link-local v6: first v6 binding)."""
@@ -202,6 +212,24 @@ class Config(object):
                 return index
         return None
 
+    def route_candidates(self, family):
+        """[(binding index, gateway)] that can carry the default route of ``family`` (4 or 6),
+        most preferred first: [route] prefer, then file order. [route] gatewayN belongs to the
+        binding whose subnet holds it, unless that binding names its own."""
+        own = {}
+        for index, binding in enumerate(self.bindings):
+            gateway = binding.gateway4 if family == 4 else binding.gateway6
+            if gateway is not None:
+                own[index] = gateway
+        shared = self.route.gateway4 if family == 4 else self.route.gateway6
+        if shared is not None:
+            index = self.binding_for_gateway(shared)
+            if index is not None and index not in own:
+                own[index] = shared
+        rank = dict((label, n) for n, label in enumerate(self.route.prefer))
+        order = sorted(own, key=lambda i: (rank.get(self.bindings[i].network, len(rank)), i))
+        return [(i, own[i]) for i in order]
+
 
 # --- schema: the keys of agent.toml.example -----------------------------------------------------
 
@@ -210,8 +238,10 @@ STR, NUM, INT, BOOL, STRS = "string", "number", "integer", "boolean", "list of s
 _SECTIONS = (  # (name, class, is array of tables, {key: kind}) in the order they are checked
     ("xapi", XapiConfig, False, {"url": STR, "socket": STR, "username": STR,
                                  "password_file": STR, "call_timeout": NUM, "local_db": STR}),
-    ("binding", Binding, True, {"network": STR, "vms": STRS, "addresses": STRS}),
-    ("route", RouteConfig, False, {"gateway4": STR, "gateway6": STR, "probe": BOOL}),
+    ("binding", Binding, True, {"network": STR, "vms": STRS, "addresses": STRS,
+                                "gateway4": STR, "gateway6": STR}),
+    ("route", RouteConfig, False, {"gateway4": STR, "gateway6": STR, "probe": BOOL,
+                                   "prefer": STRS}),
     ("management", ManagementConfig, False, {"bridge": STR, "inventory": STR, "mirror": BOOL}),
     ("sr", SrConfig, True, {"uuid": STR, "probe": STRS}),
     ("maintenance", MaintenanceConfig, False, {"enable_host": STR, "autostart": BOOL,
@@ -616,7 +646,11 @@ def _check_bindings(ck, raws):
                     ck.fail(where, "%s overlaps %s of network %s; each binding needs its own "
                             "subnet" % (iface, clash, _show(other.network)),
                             needle=raw["addresses"][j])
-        bindings.append(Binding(raw["network"], raw["vms"], ifaces))
+        binding = Binding(raw["network"], raw["vms"], ifaces)
+        gateways = dict((key, _check_gateway(ck, key, raw.get(key), int(key[-1]), [binding],
+                                             at=at + (key,)))
+                        for key in ("gateway4", "gateway6"))
+        bindings.append(attr.evolve(binding, **gateways))
     return bindings
 
 
@@ -643,8 +677,8 @@ def _check_address(ck, at, text):
     return iface
 
 
-def _check_gateway(ck, key, text, family, bindings):
-    at = ("route", key)
+def _check_gateway(ck, key, text, family, bindings, at=None):
+    at = at or ("route", key)
     if not text:
         return None
     try:
@@ -655,9 +689,12 @@ def _check_gateway(ck, key, text, family, bindings):
     if gw.version != family:
         ck.fail(at, "%s is an IPv%d address; put it in gateway%d" % (gw, gw.version, gw.version))
     own = [iface for b in bindings for iface in b.addresses if iface.version == family]
+    which = "every binding's" if at[0] == "route" else "this binding's"
     if not own:
-        ck.fail(at, "no [[binding]] has an IPv%d address, so dom0 cannot reach %s; add an IPv%d "
-                "address to a binding, or remove %s" % (family, gw, family, key))
+        ck.fail(at, "%s an IPv%d address, so dom0 cannot reach %s; add an IPv%d address to %s, "
+                "or remove %s" % ("no [[binding]] has" if at[0] == "route" else
+                                  "this [[binding]] has no", family, gw, family,
+                                  "a binding" if at[0] == "route" else "it", key))
     if gw.is_unspecified or gw.is_multicast or gw.is_loopback:
         ck.fail(at, "%s is not a unicast address; give the firewall's address" % gw)
     if any(gw == iface.ip for iface in own):
@@ -666,14 +703,41 @@ def _check_gateway(ck, key, text, family, bindings):
         return gw  # fe80::/10 is on every v6 link; binding_for_gateway picks the first v6 one
     holders = [iface for iface in own if gw in iface.network]
     if not holders:
-        ck.fail(at, "%s is outside every binding's subnet (%s); use the firewall's address in "
-                "one of them, or fix the address prefix" % (gw, ", ".join(
+        ck.fail(at, "%s is outside %s subnet (%s); use the firewall's address in "
+                "one of them, or fix the address prefix" % (gw, which, ", ".join(
                     sorted(set(str(i.network) for i in own)))))
     net = holders[0].network
     if family == 4 and net.prefixlen < 31 and gw in (net.network_address, net.broadcast_address):
         ck.fail(at, "%s is the network or broadcast address of %s; give the firewall's address"
                 % (gw, net))
     return gw
+
+
+def _check_prefer(ck, labels, bindings):
+    networks = [b.network for b in bindings]
+    for j, label in enumerate(labels or ()):
+        if label not in networks:
+            near = _closest(label, networks)
+            ck.fail(("route", "prefer", j), "%s is not the network of any [[binding]]; %s" % (
+                _show(label), "did you mean %s?" % _show(near) if near else
+                "list binding networks, e.g. prefer = [%s]" % ", ".join(_show(n) for n in networks)),
+                needle=label)
+        if list(labels).index(label) != j:
+            ck.fail(("route", "prefer", j), "%s is listed twice; remove one" % _show(label),
+                    needle=label)
+    return tuple(labels or ())
+
+
+def _check_shared_gateways(ck, route, bindings):
+    """[route] gatewayN and the binding that holds it must not name two gateways."""
+    probe = Config(bindings=bindings)
+    for key in ("gateway4", "gateway6"):
+        shared = getattr(route, key)
+        index = probe.binding_for_gateway(shared) if shared is not None else None
+        own = getattr(bindings[index], key) if index is not None else None
+        if own is not None and own != shared:
+            ck.fail(("route", key), "%s and binding[%d].%s (%s) both name network %s's gateway; "
+                    "keep one of them" % (shared, index, key, own, _show(bindings[index].network)))
 
 
 def _check_srs(ck, raws):
@@ -735,7 +799,8 @@ def _check(top, ck):
     bindings = _check_bindings(ck, raw["binding"])
     route = RouteConfig(_check_gateway(ck, "gateway4", raw["route"]["gateway4"], 4, bindings),
                         _check_gateway(ck, "gateway6", raw["route"]["gateway6"], 6, bindings),
-                        raw["route"]["probe"])
+                        raw["route"]["probe"], _check_prefer(ck, raw["route"]["prefer"], bindings))
+    _check_shared_gateways(ck, route, bindings)
     mgmt = raw["management"]
     if mgmt["bridge"] and (not _IFNAME.match(mgmt["bridge"]) or mgmt["bridge"] in (".", "..")):
         ck.fail(("management", "bridge"), "%s is not a bridge name (1-15 letters, digits, '.', "

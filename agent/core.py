@@ -14,6 +14,7 @@ import time
 
 from agent import events as ev
 from agent import guards
+from agent import keeper
 from agent import machine as m
 from agent import notify
 from agent.facts import Facts
@@ -89,6 +90,7 @@ class Agent(object):
         self._alerted = None       # the DEGRADED message's reasons, until the recovery is raised
         self.repeats = Repeats(config.timing.probe_interval, config.timing.retry_budget)
         self._publish_due = False
+        self._problems = {}
         self.reload_config = None  # set by the service: returns a new Config or None
         self.persist = None        # set by the service: writes the status file at once
         self._model = _Model(self)
@@ -142,6 +144,7 @@ class Agent(object):
             if event is None:
                 return
         self.facts.apply(event)
+        keeper.fold(self, event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
@@ -152,6 +155,26 @@ class Agent(object):
             # a late reply was the asking state's business, not this one's
             trigger = states.module(self.state).work(self, None if late else event)
         self._settle(trigger, event)
+        # each binding is served on its own, whatever the host's state (docs/bindings.md)
+        self._keep()
+
+    def _keep(self):
+        """Run the per-binding keeper; publish again when a binding's problems changed. Its
+        effects reach the trace after the kernel work, as a transition's do: a trace write
+        between an address and its route would delay the route."""
+        pending = self._effects = []
+        try:
+            keeper.keep(self)
+        finally:
+            self._effects = None
+            for entry in pending:
+                entry["time"] = round(self.clock.wall(), 3)
+                entry["state"] = self.state
+                self.report.effect(entry)
+        problems = keeper.problems(self)
+        if problems != self._problems:
+            self._problems = problems
+            self._publish_due = True
 
     def _late_reply(self, event):
         """Hand a reply to the state that asked, when that is not the one working now: its
@@ -182,6 +205,7 @@ class Agent(object):
         self.facts.world = None
         self.facts.missing = ()
         self._settle("config_reloaded", event)
+        self._keep()
 
     def _drift(self):
         if self.facts.world is None:
@@ -190,6 +214,10 @@ class Agent(object):
             # a DEGRADED-from-BOOTING agent to BINDING, dropping its `xapi` reason.
             return None
         for trigger in m.DRIFT_TRIGGERS:
+            if self.state == "DEGRADED" and self.degraded_from in m.destinations(self.state, trigger):
+                # DEGRADED runs that state's work already: going there would only drop the
+                # reason (a binding that cannot bind went DEGRADED -> BINDING and stayed there)
+                continue
             if m.allowed(self.state, trigger) and guards.drift(trigger, self.config, self.facts,
                                                                   self.mgmt_bridge):
                 return trigger
@@ -255,7 +283,9 @@ class Agent(object):
         if host is None or not self.facts.xapi_up:
             return
         self._publish_due = False
-        reason = "; ".join("%s: %s" % kv for kv in sorted(self.reasons.items()))
+        reasons = keeper.problems(self)
+        reasons.update(self.reasons)
+        reason = "; ".join("%s: %s" % kv for kv in sorted(reasons.items()))
         self.request(PublishState(host.ref, {
             "sspn-agent-state": self.state,
             "sspn-agent-since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),

@@ -4,6 +4,8 @@ Pure functions of (config, facts, management bridge). The guards of the machine 
 state steps both read them, so "what we want" is written down exactly once.
 """
 
+import functools
+import ipaddress
 import re
 
 from agent.facts import interface_text, mirror_of
@@ -25,24 +27,102 @@ def wanted_binding_addresses(config, facts):
     return out
 
 
+_MIRRORS = {}  # (id(config), bridge) -> (config, [(bridge, mirror)])
+
+
 def wanted_mirrors(config, mgmt_bridge):
-    """[(mgmt bridge, /32 or /128)] when mirroring is on and the bridge is known."""
+    """[(mgmt bridge, /32 or /128)] when mirroring is on and the bridge is known (computed once
+    per loaded config: the keeper asks after every event)."""
     if not (config.management.mirror and mgmt_bridge):
         return []
-    return [(mgmt_bridge, mirror_of(iface)) for b in config.bindings for iface in b.addresses]
+    cached = _MIRRORS.get((id(config), mgmt_bridge))
+    if cached is None or cached[0] is not config:
+        _MIRRORS.clear()
+        cached = _MIRRORS[(id(config), mgmt_bridge)] = (config, [
+            (mgmt_bridge, mirror_of(iface)) for b in config.bindings for iface in b.addresses])
+    return list(cached[1])
+
+
+def bridge_of(facts, index):
+    """The resolved bridge of binding ``index`` ("" while unresolved)."""
+    return facts.bridges[index] if index < len(facts.bridges) else ""
+
+
+def network_of_bridge(config, facts, bridge):
+    """The network label of the binding on ``bridge`` ("" if none)."""
+    for index, binding in enumerate(config.bindings):
+        if bridge and bridge_of(facts, index) == bridge:
+            return binding.network
+    return ""
+
+
+_CANDIDATES = {}  # id(config) -> (config, {family: Config.route_candidates(family)})
+
+
+def route_candidates(config, family):
+    """Config.route_candidates, computed once per loaded config (the keeper asks after every
+    event; parsing the gateways each time cost most of its 100 us on 3.11)."""
+    cached = _CANDIDATES.get(id(config))
+    if cached is None or cached[0] is not config:
+        _CANDIDATES.clear()
+        cached = _CANDIDATES[id(config)] = (config, dict(
+            (f, tuple(config.route_candidates(f))) for f in (4, 6)))
+    return cached[1][family]
+
+
+@functools.lru_cache(maxsize=64)
+def text(address):
+    """str() of an address, cached (ipaddress formats IPv6 slowly)."""
+    return str(address)
+
+
+def route_choices(config, facts, family):
+    """[(binding index, gateway, bridge)] that could carry ``family``'s default route now (their
+    bridge exists), most preferred first (Config.route_candidates)."""
+    out = []
+    for index, gateway in route_candidates(config, family):
+        bridge = bridge_of(facts, index)
+        if bridge and bridge in facts.links:
+            out.append((index, gateway, bridge))
+    return out
+
+
+def chosen_route(config, facts, family):
+    """(binding index, gateway, bridge) that carries ``family``'s default route: the preferred one
+    whose bridge exists and whose gateway is not silent; all silent: the preferred; None if no
+    bridge exists."""
+    choices = route_choices(config, facts, family)
+    for index, gateway, bridge in choices:
+        if facts.gateway_verdicts.get((family, text(gateway), bridge)) != "silent":
+            return index, gateway, bridge
+    return choices[0] if choices else None
 
 
 def wanted_routes(config, facts):
-    """[(family, gateway address, bridge)] for each configured gateway whose bridge is known."""
+    """[(family, gateway address, bridge)] of the default route each family should have now."""
     out = []
-    for gateway in (config.route.gateway4, config.route.gateway6):
-        if gateway is None:
-            continue
-        index = config.binding_for_gateway(gateway)
-        bridge = facts.bridges[index] if index is not None and index < len(facts.bridges) else ""
-        if bridge:
-            out.append((gateway.version, gateway, bridge))
+    for family in (4, 6):
+        chosen = chosen_route(config, facts, family)
+        if chosen is not None:
+            out.append((family, chosen[1], chosen[2]))
     return out
+
+
+def gateway_targets(config, facts):
+    """[(family, gateway text, bridge)] of every configured gateway whose bridge exists."""
+    return [(family, text(gateway), bridge) for family in (4, 6)
+            for _index, gateway, bridge in route_choices(config, facts, family)]
+
+
+def probe_text(target):
+    """A gateway as a probe target; link-local IPv6 carries its scope (fe80::1%xapi1)."""
+    family, gateway, bridge = target
+    return "%s%%%s" % (gateway, bridge) if _link_local(gateway) else gateway
+
+
+@functools.lru_cache(maxsize=64)
+def _link_local(gateway_text):
+    return ipaddress.ip_address(gateway_text).is_link_local
 
 
 def missing_addresses(config, facts, mgmt_bridge):
@@ -58,7 +138,7 @@ def missing_addresses(config, facts, mgmt_bridge):
 def missing_routes(config, facts):
     """The wanted default routes the kernel view does not show."""
     return [(fam, gw, br) for fam, gw, br in wanted_routes(config, facts)
-            if (fam, str(gw), br) not in facts.routes]
+            if (fam, text(gw), br) not in facts.routes]
 
 
 def missing_bridges(config, facts):

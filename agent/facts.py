@@ -32,7 +32,8 @@ class Facts(object):
         self.pending_probes = set()
         self.pending_actions = set()
         self.probe_results = {}    # key -> ProbeDone
-        self.gateway_ok = False
+        self.gateway_verdicts = {}  # (family, gateway text, bridge) -> answered/failing/silent
+        self.routes_held = {}      # family -> the default route the agent last ensured
         self.host_fixed = False    # this run called host.enable successfully
         self.host_enable_sent = False  # this run asked for host.enable (persisted before the call)
         self.autostart_done = False

@@ -2,7 +2,7 @@
 
 import os
 
-from agent import __version__, desired
+from agent import __version__, desired, keeper
 from agent import machine as m
 from agent.facts import interface_text
 from agent.status import boot_id
@@ -45,6 +45,8 @@ def build(agent):
         "management_bridge": agent.mgmt_bridge,
         "addresses": addresses,
         "routes": routes,
+        "bindings": keeper.describe(agent),
+        "problems": keeper.problems(agent),
         "srs": srs,
         "autostart_done": facts.autostart_done,
         "uplinks_seen": facts.uplinks_seen,

@@ -147,6 +147,7 @@ def render(status, running, now=None):
     for item in status.get("routes", []):
         lines.append("  route   default via %-14s dev %-8s %s" % (item["gateway"], item["ifname"],
                                                                "present" if item["present"] else "MISSING"))
+    lines.extend(_render_bindings(status.get("bindings", []), status.get("problems", {})))
     for sr in status.get("srs", []):
         lines.append("  sr      %s %s%s" % (sr["uuid"], sr["state"],
                                             " (%s)" % sr["note"] if sr.get("note") else ""))
@@ -159,3 +160,27 @@ def render(status, running, now=None):
             lines.append("    %s %s -> %s on %s (%s)" % (_stamp(t["time"]), t["from"], t["to"],
                                                          t["trigger"], t["cause"]))
     return "\n".join(lines)
+
+
+# --- per binding (each binding is served on its own) --------------------------------------------
+
+def _render_bindings(bindings, problems):
+    """Lines for each binding: its bridge, what it waits for, holds and misses, its gateways;
+    then the bindings' problems (a silent gateway: in every state, not only DEGRADED)."""
+    lines = ["  problem %s: %s" % kv for kv in sorted(problems.items())]
+    for b in bindings:
+        bridge = b.get("bridge") or "?"
+        state = "bridge %s %s" % (bridge, "up" if b.get("bridge_exists") else "absent")
+        lines.append("  binding %s: %s%s" % (b.get("network", "?"), state,
+                                            "; waits for %s" % b["waits_for"] if b.get("waits_for") else ""))
+        for item in b.get("holds", []):
+            lines.append("    holds   %s" % item)
+        for item in b.get("missing", []):
+            lines.append("    MISSING %s" % item)
+        for r in b.get("routes", []):
+            if r.get("state") in ("standby", "no bridge"):
+                lines.append("    route   default via %s (IPv%s): %s" % (r.get("gateway"), r.get("family"),
+                                                                       r.get("state")))
+        for g in b.get("gateways", []):
+            lines.append("    gateway%s %s: %s" % (g.get("family"), g.get("gateway"), g.get("verdict")))
+    return lines

@@ -19,7 +19,11 @@ RtnlNet, NetlinkWatcher, the real XAPI adapter on the simulator's socket; ICMP p
 off) and then, in the same run, with a reactor in the bench process that does the same work
 by forking `ip` (as vif-ip-binder did). Needs root.
 
-    python bench/kernel_latency.py [--runs 200] [--json] [--agent-only]
+  --other-binding-halted: the same rows with a second [[binding]] ("sspn-b", its firewall VM
+     "opnsense" halted all along): the agent stays in WAITING_VM and binding "sspn" must be
+     served on its own, as fast (agent/keeper.py).
+
+    python bench/kernel_latency.py [--runs 200] [--json] [--agent-only] [--other-binding-halted]
 """
 
 import argparse
@@ -227,7 +231,11 @@ def main():
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--agent-only", action="store_true", help="skip the `ip` reactor half")
+    parser.add_argument("--other-binding-halted", action="store_true",
+                        help="a second binding whose firewall VM stays halted (agent only)")
     args = parser.parse_args()
+    if args.other_binding_halted:
+        return other_binding_halted(args)
     if os.geteuid() != 0 or not shutil.which("ip"):
         sys.exit("kernel_latency needs root and iproute2 (network namespaces)")
     results = {"method": "bench/rtm_listener.py in dom0 (own process, SCHED_FIFO) stamps each datagram with time.monotonic() at recv; parsed by pyroute2", "runs": args.runs}
@@ -250,6 +258,44 @@ def main():
             for each in (reactor, listener):
                 if each is not None:
                     each.close()
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
+SECOND_BINDING = """
+[[binding]]
+network = "sspn-b"
+vms = ["opnsense"]
+addresses = ["100.64.0.2/24", "2001:db8:3::2/64"]
+gateway4 = "100.64.0.1"
+gateway6 = "2001:db8:3::1"
+"""
+
+
+def other_binding_halted(args):
+    """The agent's rows while binding "sspn-b"'s firewall stays halted (WAITING_VM throughout)."""
+    from agent.lab import scenarios
+    results = {"method": "as the default rows; binding sspn-b's VM opnsense halted throughout",
+               "runs": args.runs}
+    with Host(probe=False, scenario=scenarios.several_plan().scenario,
+              extra_config=SECOND_BINDING) as host:
+        topo, sim = host.topology, host.sim
+        listener = Listener(topo.ns("dom0"), background=True)
+        try:
+            host.start_agent()
+            host.wait_state("WAITING_VM")
+            sim.vm_start("pfsense")
+            host.wait(lambda st: st.get("state") == "WAITING_VM" and any(
+                b["network"] == "sspn" and b["bridge_exists"] and not b["missing"]
+                for b in st.get("bindings", [])), "binding sspn served in WAITING_VM")
+            print("kernel repair latency, binding sspn-b halted (bench/kernel_latency.py)",
+                  file=sys.stderr)
+            results["agent_other_binding_halted"] = run_scenarios(topo, sim, listener, args.runs,
+                                                                  "agent")
+            if host.status().get("state") != "WAITING_VM":
+                raise RuntimeError("the agent left WAITING_VM: sspn-b's firewall ran?")
+        finally:
+            listener.close()
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -1,28 +1,28 @@
-"""BINDING: put every configured address on its bridge and the /32 (/128) management mirror.
+"""BINDING: every binding's addresses on its bridge and the /32 (/128) management mirrors.
 
-Each address is ensured through the Net port, which reads it back; nothing is ever removed.
-The mirror keeps XAPI's console and performance links working (docs/architecture.md); a missing
-management bridge only costs the mirror, with a warning. Failures back off and, after the
-retry budget, lead to DEGRADED with reason "bind".
+The work itself is the per-binding keeper's (agent/keeper.py): each address is ensured through
+the Net port, which reads it back; nothing is ever removed; each binding backs off on its own.
+The mirror keeps XAPI's console and performance links working (docs/bindings.md); a missing
+management bridge only costs the mirror. This state judges the host's progress: once every
+address is present, ROUTED; once a binding (or the mirror) spent its retry budget, DEGRADED
+with reason "bind".
 """
 
-from agent import desired
+from agent import desired, keeper
 from agent.facts import interface_text
 from agent.ports import NetError
-from states.routed import ROUTE_TIMER
 
 NAME = "BINDING"
 WAITS_FOR = "every configured address present on its bridge, and its management mirror"
 REASONS = ("bind",)
-TIMER = "retry:bind"
 
 
-def ensure_addresses(ctx, wanted):
+def ensure_addresses(ctx, wanted, route_timer=None):
     """Ensure each (ifname, interface) in ``wanted`` that the kernel view lacks; return failures.
 
     The kernel facts are the watcher's latest full read, so what they show present is left
     alone: a repair should pay only for what is missing (each ensure is a lookup, a read, a request
-    and a read-back).
+    and a read-back). ``route_timer``: the backoff of the routes that need these addresses.
     """
     failures = []
     for ifname, iface in wanted:
@@ -42,47 +42,45 @@ def ensure_addresses(ctx, wanted):
             ctx.effect("add %s on %s" % (iface, ifname), result)
             # A route that failed for want of this address (ENETUNREACH: a view read between
             # an address going and its route going) can work now: no waiting out its backoff.
-            ctx.timers.cancel(ROUTE_TIMER)
+            if route_timer:
+                ctx.timers.cancel(route_timer)
     return failures
 
 
 def ensure_mirrors(ctx):
-    """Best effort: the management mirror, whenever the management bridge exists."""
-    mirrors = desired.wanted_mirrors(ctx.config, ctx.mgmt_bridge)
-    if mirrors and ctx.link_exists(ctx.mgmt_bridge):
-        for failure in ensure_addresses(ctx, mirrors):
-            ctx.log.warning("management mirror: %s, retrying on the next event", failure)
+    """The management mirrors, whenever the management bridge exists (with their own backoff)."""
+    keeper.keep_mirrors(ctx)
+
+
+def _spent(ctx):
+    """[(key, Retry)] of the address steps that spent their budget."""
+    keys = [keeper.bind_key(b) for b in ctx.config.bindings] + [keeper.MIRROR_KEY]
+    return [(k, ctx.retries[k]) for k in keys if ctx.retries[k].spent]
 
 
 def work(ctx, event):
-    """Ensure the binding addresses (and mirrors); addresses_bound once all are verified."""
+    """Ensure every binding's addresses (and mirrors); addresses_bound once all are verified."""
     if ctx.facts.world is not None and not desired.missing_bridges(ctx.config, ctx.facts):
         ctx.facts.uplinks_seen = True  # the uplink VMs have run in this boot (see WAITING_VM)
-    if ctx.timers.armed(TIMER):
-        return None  # backing off after a failure; the timer event brings us back
-    wanted = desired.wanted_binding_addresses(ctx.config, ctx.facts)
-    if ctx.mgmt_bridge and ctx.link_exists(ctx.mgmt_bridge):
-        wanted += desired.wanted_mirrors(ctx.config, ctx.mgmt_bridge)
-    failures = ensure_addresses(ctx, wanted)
-    retry = ctx.retries["bind"]
-    if failures:
-        delay = retry.failed("; ".join(failures))
-        ctx.arm(TIMER, delay)
-        if retry.spent:
-            ctx.set_reason("bind", "addresses not bound after %d attempts: %s"
-                           % (retry.failures, "; ".join(failures)))
-            return "budget_spent"
-        return None
-    retry.succeeded()
+    failed = keeper.keep_addresses(ctx)
+    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
+    if spent:
+        ctx.set_reason("bind", "addresses not bound: %s" % "; ".join(
+            "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))
+        return "budget_spent"
+    if desired.missing_addresses(ctx.config, ctx.facts, ctx.mgmt_bridge):
+        return None  # a binding backs off after a failure; its timer brings us back
     ctx.clear_reason("bind")
     return "addresses_bound"
 
 
 def blockers(ctx):
-    """Addresses still missing, and the last failure."""
+    """Addresses still missing, and the last failure of each binding."""
     out = ["%s missing on %s" % (iface, ifname)
            for ifname, iface in desired.missing_addresses(ctx.config, ctx.facts, ctx.mgmt_bridge)]
-    retry = ctx.retries["bind"]
-    if retry.failures:
-        out.append("last failure: %s" % retry.last_error)
+    keys = [keeper.bind_key(b) for b in ctx.config.bindings] + [keeper.MIRROR_KEY]
+    for key in keys:
+        retry = ctx.retries[key]
+        if retry.failures:
+            out.append("%s last failure: %s" % (key, retry.last_error))
     return out

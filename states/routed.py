@@ -1,97 +1,72 @@
-"""ROUTED: install the default route(s) via the firewall, then wait for the gateway to answer.
+"""ROUTED: the default route of each family via the preferred binding, then every gateway verified.
 
-Routes are replaced in the main table (idempotent) and read back. The kernel drops a v4
-default route silently when its address goes (docs/kernel-behaviour.md §2), which the loop sees as
-route_lost. The gateway is probed every probe_interval until it answers; after the retry
-budget the machine enters DEGRADED with reason "gateway" and keeps probing.
+The routes are the per-binding keeper's (agent/keeper.py): replaced in the main table
+(idempotent) and read back; the kernel drops a v4 default route silently when its address goes,
+which the loop sees as route_lost. Every configured gateway whose bridge exists is probed on its
+own every probe_interval until it answers; one silent for the retry budget is named (reason
+``gateway4`` / ``gateway6`` with its address and bridge) and the route of its family fails over
+to the next preferred binding. The host goes on once each route's gateway has answered or spent
+its budget and at least one answered; when none answers, DEGRADED (probes continue).
 """
 
-from agent import desired
-from agent import events as ev
-from agent.ports import NetError
+from agent import desired, keeper
 
 NAME = "ROUTED"
-WAITS_FOR = "the default route(s) installed and the gateway answering ICMP echo"
-REASONS = ("route", "gateway")
-ROUTE_TIMER = "retry:route"
-PROBE_TIMER = "probe:gateway"
-PROBE_KEY = "gateway"
+WAITS_FOR = "the default route(s) installed and every gateway answering ICMP echo"
+REASONS = ("route", "gateway4", "gateway6")
 
 
-def ensure_routes(ctx):
-    """Ensure every wanted default route the kernel view lacks; return the failures as text."""
-    failures = []
-    for family, gateway, bridge in desired.wanted_routes(ctx.config, ctx.facts):
-        if ctx.facts.kernel_seen and (family, str(gateway), bridge) in ctx.facts.routes:
-            continue
-        try:
-            result = ctx.net.ensure_default_route(gateway, bridge)
-        except NetError as e:
-            failures.append(str(e))
-            ctx.effect("default via %s dev %s" % (gateway, bridge), "failed: %s" % e, ok=False)
-            continue
-        ctx.facts.wrote_route((family, str(gateway), bridge), ctx.clock.monotonic())
-        if result != "present":
-            ctx.effect("default via %s dev %s" % (gateway, bridge), result)
-    return failures
-
-
-def gateway_targets(ctx):
-    """Gateways as probe targets; link-local IPv6 carries its scope (fe80::1%xapi1)."""
-    out = []
-    for _family, gateway, bridge in desired.wanted_routes(ctx.config, ctx.facts):
-        out.append("%s%%%s" % (gateway, bridge) if gateway.is_link_local else str(gateway))
-    return out
+def _spent(ctx):
+    """[(key, Retry)] of the route steps that spent their budget."""
+    keys = [keeper.route_key(b) for b in ctx.config.bindings]
+    return [(k, ctx.retries[k]) for k in keys if ctx.retries[k].spent]
 
 
 def work(ctx, event):
-    """Routes first; then probe the gateway until it answers."""
+    """Routes first; then wait until each route's gateway answered (or went silent)."""
     facts = ctx.facts
-    if ctx.timers.armed(ROUTE_TIMER):
+    failed = keeper.keep_routes(ctx)
+    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
+    if spent:
+        ctx.set_reason("route", "default route not installed: %s" % "; ".join(
+            "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))
+        return "budget_spent"
+    if desired.missing_routes(ctx.config, facts):
         return None  # backing off after a failure; the timer event brings us back
-    failures = ensure_routes(ctx)
-    retry = ctx.retries["route"]
-    if failures:
-        ctx.arm(ROUTE_TIMER, retry.failed("; ".join(failures)))
-        if retry.spent:
-            ctx.set_reason("route", "default route not installed after %d attempts: %s"
-                           % (retry.failures, "; ".join(failures)))
-            return "budget_spent"
-        return None
-    retry.succeeded()
     ctx.clear_reason("route")
-    targets = gateway_targets(ctx)
-    if not ctx.config.route.probe or not targets:
-        facts.gateway_ok = True
-    if isinstance(event, ev.ProbeDone) and event.key == PROBE_KEY:
-        retry = ctx.retries["gateway"]
-        if event.answered():
-            facts.gateway_ok = True
-            retry.succeeded()
-            ctx.clear_reason("gateway")
-            ctx.effect("probe gateway %s" % ", ".join(targets), "answered")
-        else:
-            retry.failed("no answer from %s" % ", ".join(targets))
-            ctx.effect("probe gateway %s" % ", ".join(targets), "no answer", ok=False)
-            ctx.arm(PROBE_TIMER, ctx.next_probe_in(PROBE_KEY))
-            if retry.spent:
-                ctx.set_reason("gateway", "gateway %s silent for %d probes"
-                               % (", ".join(targets), retry.failures))
-                return "budget_spent"
-    if facts.gateway_ok:
+    if not ctx.config.route.probe:
         return "gateway_answered"
-    if not ctx.timers.armed(PROBE_TIMER):
-        ctx.probe(PROBE_KEY, targets)
+    keeper.keep_probes(ctx)
+    verdicts = [facts.gateway_verdicts.get((f, str(gw), br))
+                for f, gw, br in desired.wanted_routes(ctx.config, facts)]
+    if not verdicts or all(v == "answered" for v in verdicts):
+        return _answered(ctx)
+    if all(v in ("answered", "silent") for v in verdicts):
+        silent = keeper.silent_reasons(ctx)
+        if "answered" in verdicts:
+            return _answered(ctx)  # the silent one stays named (agent status, XAPI)
+        for key, text in silent.items():
+            ctx.set_reason(key, text)
+        return "budget_spent"
     return None
 
 
+def _answered(ctx):
+    ctx.clear_reason("gateway4")
+    ctx.clear_reason("gateway6")
+    return "gateway_answered"
+
+
 def blockers(ctx):
-    """Routes missing, or the gateway not answering yet."""
+    """Routes missing, or gateways not answering yet."""
+    facts = ctx.facts
     out = ["default via %s dev %s missing" % (gw, br)
-           for _f, gw, br in desired.missing_routes(ctx.config, ctx.facts)]
-    if not ctx.facts.gateway_ok:
-        retry = ctx.retries["gateway"]
-        out.append("gateway %s not answering yet%s" % (
-            ", ".join(gateway_targets(ctx)),
-            " (%d probes failed)" % retry.failures if retry.failures else ""))
+           for _f, gw, br in desired.missing_routes(ctx.config, facts)]
+    for target in desired.gateway_targets(ctx.config, facts):
+        verdict = facts.gateway_verdicts.get(target)
+        if verdict != "answered" and ctx.config.route.probe:
+            retry = ctx.retries["gateway:" + desired.probe_text(target)]
+            out.append("%s not answering yet%s" % (
+                keeper.gateway_name(target),
+                " (%d probes failed)" % retry.failures if retry.failures else ""))
     return out

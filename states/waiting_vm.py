@@ -10,8 +10,6 @@ existed (``uplinks_seen``), an uplink VM that halts was stopped by someone, and 
 from agent import desired
 from agent import events as ev
 from agent.world import StartVm
-from states.binding import TIMER as BIND_TIMER
-from states.routed import ROUTE_TIMER
 
 NAME = "WAITING_VM"
 WAITS_FOR = "the bridge of every binding's network to exist in the kernel"
@@ -21,12 +19,8 @@ REASONS = ()
 def work(ctx, event):
     """Leave when every binding's bridge exists; start the uplink VM after a host fix."""
     facts = ctx.facts
-    facts.gateway_ok = False  # a new bridge means a new firewall boot: ask the gateway again
-    # Backoffs of BINDING and ROUTED concern a bridge that is gone (a read that caught it half
-    # deleted fails with "no such interface"): the next bridge is bound at once. Their retry
-    # counts stay, so a bridge that keeps vanishing mid-bind still spends the budget.
-    ctx.timers.cancel(BIND_TIMER)
-    ctx.timers.cancel(ROUTE_TIMER)
+    # The bindings whose bridge exists are served meanwhile (agent/keeper.py); a gone bridge's
+    # backoff and gateway verdicts are dropped there, per binding.
     reply(ctx, event)
     if facts.world is not None and not desired.missing_bridges(ctx.config, facts):
         return "bridge_appeared"
@@ -73,7 +67,7 @@ def start_uplinks(ctx):
 
 
 def blockers(ctx):
-    """Which bindings still miss their bridge, and the state of their VMs."""
+    """Which bindings still miss their bridge, and the state of their VMs (the others are served)."""
     facts = ctx.facts
     running = facts.uplink_running()
     out = []

@@ -48,6 +48,26 @@ def make_config(policy="when-locked-out", extra=""):
     return cfgmod.parse_config(BASE % (SR, policy) + extra)
 
 
+BRIDGE_B = "xapi2"
+# A second network with its own CARP pair and both families; the first gets a second VM too.
+SECOND = """
+[[binding]]
+network = "sspn-b"
+vms = ["fwb1", "fwb2"]
+addresses = ["100.64.0.2/24", "2001:db8:2::2/64"]
+gateway4 = "100.64.0.1"
+gateway6 = "2001:db8:2::1"
+"""
+
+
+def make_two(policy="when-locked-out", prefer=None, extra=""):
+    """Two bindings, two VMs each, both families, both able to carry each default route."""
+    text = (BASE % (SR, policy)).replace('vms = ["pfsense"]', 'vms = ["pfsense", "pfsense2"]')
+    if prefer is not None:
+        text = text.replace("[route]\n", "[route]\nprefer = %s\n" % cfgmod.toml_value(prefer), 1)
+    return cfgmod.parse_config(text + SECOND + extra)
+
+
 class MemWorld(object):
     """A host: kernel, XAPI, storage and clock in memory, with the real Agent deciding."""
 
@@ -67,6 +87,12 @@ class MemWorld(object):
         self.net.add_address(*FOREIGN)
         self.xapi.networks["sspn"] = BRIDGE
         self.xapi.add_vm("pfsense", bridge=BRIDGE, auto_poweron=True)
+        for index, binding in enumerate(self.config.bindings):
+            # more bindings (TWO): network n+1 on xapi<n+1>, each with its VMs (a CARP pair)
+            bridge = self.xapi.networks.setdefault(binding.network, "xapi%d" % (index + 1))
+            for vm in binding.vms:
+                if vm not in self.xapi.vms:
+                    self.xapi.add_vm(vm, bridge=bridge)
         self.xapi.add_vm("web", auto_poweron=True, order=2, sr_uuids=(SR,))
         self.xapi.add_vm("db", auto_poweron=True, order=10, sr_uuids=(SR,))
         self.xapi.add_vm("scratch", auto_poweron=False)
@@ -75,9 +101,12 @@ class MemWorld(object):
             self.xapi.storage_up.add(SR)
             self.prober.reachable.add("198.51.100.10")
         self.prober.reachable.update(["192.0.2.1", "2001:db8:1::1"])
+        self.prober.reachable.update(str(gw) for _f, gw in self.config.gateways())
         self.xapi.host = self.xapi.host.__class__(self.xapi.host.ref, enabled=host_enabled)
         if vm_running:
             self.xapi.set_power("pfsense", "Running")
+            for binding in self.config.bindings[1:]:
+                self.xapi.set_power(binding.vms[0], "Running")
         if start:
             self.boot()
 

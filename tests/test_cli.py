@@ -34,7 +34,7 @@ def test_example_config_validates():
 def test_bad_key_exits_78_naming_the_key_without_traceback(tmp_path):
     """A typo in a key: exit 78 (EX_CONFIG), one message naming it, no traceback."""
     bad = tmp_path / "agent.toml"
-    text = open(os.path.join(ROOT, "agent.toml.example")).read().replace("gateway4 =", "gatway4 =")
+    text = open(os.path.join(ROOT, "agent.toml.example")).read().replace('gateway4 = "192', 'gatway4 = "192')
     bad.write_text(text)
     code, out, err = agent("config", "validate", str(bad))
     assert code == 78

@@ -4,7 +4,10 @@ The machine under test is the real Agent with the real table, states and guards;
 ports are in memory. Invariants (docs/machine.md §6): every transition is a row of the table and
 names its cause; nothing outside the config is ever removed; host.enable is never called
 against policy; retries never busy-loop; and once the world is quiet and healthy, the
-machine ends in HEALTHY with everything in place.
+machine ends in HEALTHY with everything in place. The world has two bindings (two networks,
+two firewall VMs each, both families, each able to carry both default routes): once the world
+is quiet, a binding whose bridge exists holds all its addresses, its mirrors and the default
+routes it should carry, whatever the other binding does.
 """
 
 from hypothesis import HealthCheck, settings
@@ -13,12 +16,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from agent import events as ev
 from agent import machine as m
+from agent import desired
 from agent.world import EnableHost
-from memworld import BRIDGE, FOREIGN, FOREIGN_ON_BRIDGE, MGMT, SR, MemWorld, make_config
+from memworld import BRIDGE, BRIDGE_B, FOREIGN, FOREIGN_ON_BRIDGE, MGMT, SR, MemWorld, make_two
 
 POLICIES = ("when-locked-out", "always", "never")
 WANTED = [(BRIDGE, "192.0.2.2/24"), (BRIDGE, "2001:db8:1::2/64"),
-          (MGMT, "192.0.2.2/32"), (MGMT, "2001:db8:1::2/128")]
+          (MGMT, "192.0.2.2/32"), (MGMT, "2001:db8:1::2/128"),
+          (BRIDGE_B, "100.64.0.2/24"), (BRIDGE_B, "2001:db8:2::2/64"),
+          (MGMT, "100.64.0.2/32"), (MGMT, "2001:db8:2::2/128")]
+FIREWALLS = ("pfsense", "pfsense2", "fwb1", "fwb2")
+GATEWAYS = ("192.0.2.1", "2001:db8:1::1", "100.64.0.1", "2001:db8:2::1")
 ROWS = set((s, r["trigger"], r["dest"]) for r in m.rows() for s in r["source"])
 
 
@@ -29,7 +37,7 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
                 host_enabled=st.booleans(), storage_up=st.booleans(), seed=st.integers(0, 2 ** 16))
     def boot(self, policy, vm_running, host_enabled, storage_up, seed):
         self.policy = policy
-        self.world = MemWorld(config=make_config(policy), seed=seed, vm_running=vm_running,
+        self.world = MemWorld(config=make_two(policy), seed=seed, vm_running=vm_running,
                               host_enabled=host_enabled, storage_up=storage_up, start=False)
         self.delays = []
         agent = self.world.agent
@@ -54,14 +62,14 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
 
     # --- the world misbehaves ------------------------------------------------------------------
 
-    @rule()
-    def firewall_stops(self):
-        self.world.xapi.set_power("pfsense", "Halted")
+    @rule(name=st.sampled_from(FIREWALLS))
+    def firewall_stops(self, name):
+        self.world.xapi.set_power(name, "Halted")
 
-    @rule()
-    def firewall_starts(self):
-        if self.world.xapi.vms["pfsense"].power_state != "Running":
-            self.world.xapi.set_power("pfsense", "Running")
+    @rule(name=st.sampled_from(FIREWALLS))
+    def firewall_starts(self, name):
+        if self.world.xapi.vms[name].power_state != "Running":
+            self.world.xapi.set_power(name, "Running")
 
     @rule(which=st.sampled_from(WANTED))
     def someone_removes_an_address(self, which):
@@ -82,9 +90,9 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
         net.post = post
         post(ev.KernelChanged(net.read_view(), ()))
 
-    @rule()
-    def networkd_flushes_the_bridge(self):
-        self.world.net.flush(BRIDGE)
+    @rule(bridge=st.sampled_from([BRIDGE, BRIDGE_B]))
+    def networkd_flushes_the_bridge(self, bridge):
+        self.world.net.flush(bridge)
 
     @rule()
     def a_foreign_address_appears_on_the_bridge(self):
@@ -126,10 +134,13 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
     def host_gets_disabled(self, deliberate):
         self.world.xapi.set_host(enabled=False, auto_enable=not deliberate)
 
-    @rule()
-    def gateway_goes_silent(self):
-        self.world.prober.reachable.discard("192.0.2.1")
-        self.world.prober.reachable.discard("2001:db8:1::1")
+    @rule(which=st.sets(st.sampled_from(GATEWAYS), min_size=1))
+    def gateways_go_silent(self, which):
+        self.world.prober.reachable.difference_update(which)
+
+    @rule(which=st.sampled_from(GATEWAYS))
+    def a_gateway_answers_again(self, which):
+        self.world.prober.reachable.add(which)
 
     @rule(booting=st.booleans())
     def xapi_boot_phase(self, booting):
@@ -156,7 +167,7 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
         # no rule removes the foreign management address, so only the agent could
         assert FOREIGN in self.world.net.addresses
         replaced = [c for c in self.world.net.calls if c[0] == "ensure_default_route"]
-        assert all(c[1] in ("192.0.2.1", "2001:db8:1::1") for c in replaced)
+        assert all(c[1] in GATEWAYS for c in replaced)
 
     @invariant()
     def host_enable_only_when_policy_allows(self):
@@ -172,18 +183,23 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
             assert delay >= floor, (name, delay)
 
     def teardown(self):
-        """A quiet, healthy world always ends in HEALTHY with everything in place."""
+        """Quiet, each binding whose bridge exists holds its part, whatever the other does; a
+        quiet, healthy world then always ends in HEALTHY with everything in place."""
         w = self.world
+        w.net.fail_next = 0
+        w.settle(max_time=3600)   # an hour: every backoff (cap 30 s) has run out many times
+        self.bindings_with_a_bridge_hold_their_part()
         w.xapi.up = True
         w.xapi.booting = False
         w.xapi.plug_failures.clear()
         w.xapi.storage_up.add(SR)
-        w.prober.reachable.update(["198.51.100.10", "192.0.2.1", "2001:db8:1::1"])
+        w.prober.reachable.update(("198.51.100.10",) + GATEWAYS)
         w.net.fail_next = 0
         if not w.xapi.host.enabled:
             w.xapi.set_host(enabled=True, auto_enable=True)
-        if w.xapi.vms["pfsense"].power_state != "Running":
-            w.xapi.set_power("pfsense", "Running")
+        for name in ("pfsense", "fwb1"):
+            if w.xapi.vms[name].power_state != "Running":
+                w.xapi.set_power(name, "Running")
         w.xapi.connect()
         w.settle_until("HEALTHY", max_time=24 * 3600)
         for entry in WANTED:
@@ -191,6 +207,22 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
         assert (4, "192.0.2.1", BRIDGE) in w.net.routes and (6, "2001:db8:1::1", BRIDGE) in w.net.routes
         assert w.xapi.pbd_attached[SR]
         assert FOREIGN in w.net.addresses
+
+
+    def bindings_with_a_bridge_hold_their_part(self):
+        """The new invariant: checked on a quiet world, in whatever host state."""
+        w = self.world
+        facts, config = w.agent.facts, w.config
+        for ifname, iface in desired.wanted_mirrors(config, MGMT):
+            assert (ifname, str(iface)) in w.net.addresses, (ifname, iface, w.agent.state)
+        for index, binding in enumerate(config.bindings):
+            bridge = desired.bridge_of(facts, index)
+            if not bridge or bridge not in w.net.links:
+                continue
+            for iface in binding.addresses:
+                assert (bridge, str(iface)) in w.net.addresses, (bridge, iface, w.agent.state)
+        for family, gateway, bridge in desired.wanted_routes(config, facts):
+            assert (family, str(gateway), bridge) in w.net.routes, (family, gateway, w.agent.state)
 
 
 AgentInAHostileWorld.TestCase.settings = settings(

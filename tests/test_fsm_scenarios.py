@@ -398,7 +398,7 @@ def test_a_route_refused_for_want_of_an_address_is_retried_as_soon_as_the_addres
     torn = KernelView(before.links, before.addresses, w.net.routes)   # addresses read first
     w.agent.post(ev.KernelChanged(torn, diff_views(before, torn)))
     w.agent.run_pending()
-    assert w.agent.timers.armed("retry:route")                # refused: gateway not on-link
+    assert w.agent.timers.armed("retry:route:sspn")           # refused: gateway not on-link
     true = w.net.read_view()
     w.agent.post(ev.KernelChanged(true, diff_views(torn, true)))
     w.agent.run_pending()                                     # no clock advance
@@ -488,7 +488,7 @@ def test_a_bind_failed_on_a_vanishing_bridge_does_not_delay_the_next_bridge():
     w.net.post = w.agent.post
     w.agent.post(ev.KernelChanged(half, ()))
     w.agent.run_pending()
-    assert w.agent.timers.armed("retry:bind")                  # the re-add failed and backs off
+    assert w.agent.timers.armed("retry:bind:sspn")             # the re-add failed and backs off
     w.agent.post(ev.KernelNotified())                          # the link is gone now
     w.agent.run_pending()
     assert w.agent.state == "WAITING_VM"

@@ -37,10 +37,13 @@ def _missing(config, bridge_of, addresses, routes):
     have = set((i, ipaddress.ip_interface(a)) for i, a in addresses)
     have_routes = set((f, ipaddress.ip_address(g), i) for f, g, i in routes)
     out = ["%s on %s" % (iface, ifname) for ifname, iface in want if (ifname, iface) not in have]
-    for family, gateway in config.gateways():
-        bridge = bridge_of[config.bindings[config.binding_for_gateway(gateway)].network]
-        if (family, gateway, bridge) not in have_routes:
-            out.append("default via %s dev %s" % (gateway, bridge))
+    for family in (4, 6):
+        # several bindings may carry a family's default route: one of them must (the preferred
+        # one whose bridge exists, see agent/keeper.py)
+        carriers = [(family, gateway, bridge_of[config.bindings[index].network])
+                    for index, gateway in config.route_candidates(family)]
+        if carriers and not any(c in have_routes for c in carriers):
+            out.append("default via %s dev %s" % (carriers[0][1], carriers[0][2]))
     return out
 
 
@@ -80,6 +83,8 @@ class _Env(object):
                                  for label, addrs in plan.fw_addresses.items())
         self.config = None
         self.log_path = os.path.join(workdir, "agent.log")
+        # every VM a binding names gets its VIF (a CARP pair's standby member too)
+        self.firewalls = [vm for b in plan.config.bindings for vm in b.vms]
 
     def bridges(self):
         """The uplink bridges, in binding order."""
@@ -92,7 +97,7 @@ class _Env(object):
         def hook(vm_name, record, domid, bridges, old_state, new_state):
             when = self.lab.now()  # the bridge appears during inner: bind delays count from here
             inner(vm_name, record, domid, bridges, old_state, new_state)
-            mine = [b for b in bridges if b in self.fw_by_bridge] if vm_name in self.plan.uplinks else []
+            mine = [b for b in bridges if b in self.fw_by_bridge] if vm_name in self.firewalls else []
             text, extra = "VM %s %s -> %s" % (vm_name, old_state, new_state), {}
             if new_state == "Running" and old_state in ("Halted", "Suspended"):
                 extra.update(vm_started=vm_name, by_lab=self.lab.acting())
@@ -173,7 +178,7 @@ class NetnsEnv(_Env):
         self._wire_storage("add")
         self._wait_lan_v6()
         self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
-            _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.plan.uplinks),
+            _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.firewalls),
             is_internal=lambda b: b in self.fw_by_bridge)))
         self._start_sim()
 
@@ -244,6 +249,18 @@ class NetnsEnv(_Env):
             "addr flush dev %s" % b for b in self.bridges() if b in links] + ["route flush default"])
         self.topology.ip("dom0", "-6", "route", "flush", "default")
         self.topology.ip("dom0", "addr", "add", self.netns.MGMT_ADDRESS, "dev", self.netns.MGMT_BRIDGE)
+
+    def silence_gateways(self, gone):
+        """The firewall no longer holds these gateway addresses [(bridge, "a/p")]."""
+        for line in self.topology.ip("fw", "-o", "addr", "show").splitlines():
+            words = line.split()
+            for _bridge, text in gone:
+                if len(words) > 3 and words[3] == text:
+                    self.topology.ip("fw", "addr", "del", text, "dev", words[1])
+
+    def delete_addresses(self, pairs):
+        """Someone deletes addresses [(ifname, "a/p")] in dom0."""
+        self.topology.ip("dom0", batch=["addr del %s dev %s" % (a, i) for i, a in pairs])
 
     def kernel_state(self):
         """(addresses [(ifname, "a/p")], default routes [(family, gateway, ifname)]) in dom0."""

@@ -77,8 +77,12 @@ def private_dir(prefix):
 class Host(object):
     """The simulated host of one rehearsal; a context manager that always cleans up."""
 
-    def __init__(self, probe=True, config_text=None, fast=True):
-        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults."""
+    def __init__(self, probe=True, config_text=None, fast=True, scenario=None, extra_config=""):
+        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults.
+        ``scenario``: the simulator's host (default: agent/lab/hosts/default.toml);
+        ``extra_config``: TOML appended to the lab's agent.toml (more [[binding]]s, say)."""
+        self.scenario = scenario
+        self.extra_config = extra_config
         self.dir = private_dir("sspnlab")
         self.probe = probe
         self.fast = fast
@@ -108,7 +112,7 @@ class Host(object):
         """Topology and simulator; the agent is started by ``start_agent``."""
         from agent.lab.xapi import Simulator
         self.topology = Topology().create()
-        self.sim = Simulator(os.path.join(self.dir, "xapi"))
+        self.sim = Simulator(os.path.join(self.dir, "xapi"), scenario=self.scenario)
         self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL]))
         self.sim.storage_probe = self._storage_answers
         self.sim.start()
@@ -132,6 +136,7 @@ class Host(object):
         text = self.config_text or CONFIG.format(socket=self.sim.socket_path, local_db=self.sim.local_db_path,
                                                  firewall=FIREWALL, probe=str(self.probe).lower(),
                                                  dir=self.dir, timing=FAST_TIMING if self.fast else "")
+        text += self.extra_config
         with open(self.config_path, "w") as f:
             f.write(text)
         return self.config_path

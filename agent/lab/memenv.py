@@ -90,7 +90,7 @@ class MemoryEnv(_Env):
 
     def _vm_hook(self, vm_name, record, domid, bridges, old_state, new_state):
         """A running uplink VM's internal bridges exist; the last one to stop takes them along."""
-        if vm_name not in self.plan.uplinks:
+        if vm_name not in self.firewalls:
             return
         if new_state == "Running" and old_state != "Paused":
             self._running[vm_name] = [b for b in bridges if b in self.fw_by_bridge]
@@ -106,6 +106,8 @@ class MemoryEnv(_Env):
         """The model's verdict: the firewall answers on a present bridge where dom0 has an
         address (or link-local); storage answers when up and a default route leads to the firewall."""
         ip = ipaddress.ip_address(target.split("%")[0])
+        if str(ip) in getattr(self, "silent", ()):
+            return False
         view = self.net.read_view()
         for bridge, ifaces in self.fw_by_bridge.items():
             if any(ipaddress.ip_interface(text).ip == ip for text in ifaces):
@@ -134,6 +136,15 @@ class MemoryEnv(_Env):
         for route in sorted(self.net.read_view().routes):
             self.net.remove_route(*route)
         self.net.add_address(self.netns.MGMT_BRIDGE, self.netns.MGMT_ADDRESS)
+
+    def silence_gateways(self, gone):
+        """The firewall no longer answers on these gateway addresses [(bridge, "a/p")]."""
+        self.silent = getattr(self, "silent", set()) | set(t.split("/")[0] for _b, t in gone)
+
+    def delete_addresses(self, pairs):
+        """Someone deletes addresses [(ifname, "a/p")]."""
+        for ifname, text in pairs:
+            self.net.remove_address(ifname, text)
 
     def kernel_state(self):
         """(addresses, default routes) of the model."""

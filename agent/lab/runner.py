@@ -28,7 +28,8 @@ import time
 from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
-             "maintenance-lockout", "flush")
+             "maintenance-lockout", "flush", "carp-failover", "one-firewall-down",
+             "firewall-stops-later", "route-failover", "silent-gateway6")
 FORCE_MEMORY_ENV = "SSPN_LAB_IN_MEMORY"   # "1": the in-memory kernel model even as root
 EX_CONFIG = 78
 
@@ -46,6 +47,7 @@ def run_one(name, plan, memory, timeout=WAIT_TIMEOUT):
     from agent.lab.envs import NetnsEnv
     from agent.lab.harness import private_dir
     from agent.lab.memenv import MemoryEnv
+    plan = scenarios.plan_for_scenario(name, plan)
     lab = scenarios.Lab(plan, time.time(), timeout)
     workdir = private_dir("sspnlab")
     env = error = ping = stop = None
@@ -88,15 +90,18 @@ def run_one(name, plan, memory, timeout=WAIT_TIMEOUT):
 HELP_EPILOG = """scenarios:
 %s
 
---config FILE rehearses your own agent.toml (cold-boot only). After validating it, the lab
+--config FILE rehearses your own agent.toml: cold-boot, and the scenarios for several networks
+that it can run (carp-failover with two VMs in a binding; one-firewall-down,
+firewall-stops-later, route-failover with several bindings; silent-gateway6 with gateways of
+both families). After validating it, the lab
 builds a simulated host with your network and VM labels and SR uuids; the firewall namespace
 takes your gateways (and an address in every binding subnet), the storage namespace your SR
 probe targets; an SR without probe gets the lab's storage server %s as NFS server.
 Your [xapi], [files] and management bridge are replaced by the lab's; bindings, route, SRs,
 maintenance and timing stay yours. Limits: subnets overlapping the lab's own 203.0.113.0/24,
 198.51.100.0/24 or 2001:db8:2::/64, and storage targets inside a binding's subnet, cannot be
-rehearsed; only the first VM of each binding is started (and auto-power-on); the simulated
-host has no other VMs for autostart.
+rehearsed; cold-boot starts the first VM of each binding (and auto-power-on), every VM a
+binding names gets its VIF when started; the simulated host has no other VMs for autostart.
 
 Without root or `ip netns` (or with --in-memory, or %s=1) the agent runs in
 this process on the in-memory kernel model, with the real XAPI simulator and adapter; the
@@ -118,7 +123,8 @@ def build_parser():
     p.add_argument("--scenario", action="append", metavar="NAME", choices=SCENARIOS + ("all",),
                    help="scenario to run (default cold-boot); repeat it, or give 'all'")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    p.add_argument("--config", metavar="FILE", help="rehearse this agent.toml (cold-boot)")
+    p.add_argument("--config", metavar="FILE", help="rehearse this agent.toml (cold-boot, and "
+                   "the several-networks scenarios it can run)")
     p.add_argument("--keep-going", action="store_true",
                    help="with several scenarios, run the rest after one fails")
     p.add_argument("--in-memory", action="store_true",
@@ -141,6 +147,12 @@ def _plan(config_path):
     return None, EX_CONFIG
 
 
+def _config_names_ok(names):
+    """With --config: cold-boot, or scenarios for several networks (checked against the plan)."""
+    from agent.lab import scenarios
+    return all(n == "cold-boot" or n in scenarios.SEVERAL_SCENARIOS for n in names)
+
+
 def netns_available():
     """True when this process may create network namespaces with `ip netns`."""
     return os.geteuid() == 0 and shutil.which("ip") is not None
@@ -151,10 +163,18 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     names = args.scenario or ["cold-boot"]
     names = list(SCENARIOS) if "all" in names else names
-    if args.config and names != ["cold-boot"]:
-        print("agent lab: --config rehearses cold-boot only; leave out --scenario", file=sys.stderr)
+    plan, code = (None, None) if args.config and not _config_names_ok(names) else _plan(args.config)
+    if args.config and plan is not None:
+        from agent.lab import scenarios
+        extra = scenarios.applicable(plan.config)  # several bindings or VMs: those scenarios too
+        if args.scenario is None:
+            names = names + extra
+        elif not all(n == "cold-boot" or n in extra for n in names):
+            plan, code = None, None
+    if args.config and plan is None and code is None:
+        print("agent lab: --config rehearses cold-boot only (and, for a config with several "
+              "bindings or VMs, the scenarios for them); leave out --scenario", file=sys.stderr)
         return 2
-    plan, code = _plan(args.config)
     if plan is None:
         return code
     forced = args.in_memory or os.environ.get(FORCE_MEMORY_ENV) == "1"

@@ -201,7 +201,7 @@ def test_checklist_uses_check_marks_on_utf8():
 
 def test_invalid_config_exits_78_with_its_fix(workdir):
     """An invalid config: exit 78 (EX_CONFIG), one ✗ line naming the key and a fix line."""
-    path = example_config(workdir, replacements=[("gateway4 =", "gatway4 =")])
+    path = example_config(workdir, replacements=[('gateway4 = "192', 'gatway4 = "192')])
     out = io.StringIO()
     assert check.run_checks(path, out) == check.EX_CONFIG
     text = out.getvalue()
