@@ -99,6 +99,18 @@ def detached_srs(config, facts):
     return out
 
 
+def unknown_srs(config, facts):
+    """[(SrConfig, what XAPI lacks)] for configured SRs XAPI does not know on this host (no such
+    uuid, or no PBD here): SR_PROBING keeps them as DEGRADED reasons until they appear."""
+    out = []
+    for sr in config.srs:
+        prefix = "sr %s" % sr.uuid
+        found = [m for m in facts.missing if m == prefix or m.startswith(prefix + " ")]
+        if found and sr.uuid not in facts.pbds:
+            out.append((sr, found[0]))
+    return out
+
+
 def autostart_due(config, facts):
     """True while the once-per-boot autostart of auto-power-on VMs has not run yet."""
     m = config.maintenance

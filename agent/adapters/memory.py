@@ -177,6 +177,9 @@ class MemoryXapi(Xapi):
         self.reply_first = False       # a call's reply arrives before the events it caused (as
                                        # with xapi: event.from and netlink come later)
         self.started = False
+        self.enable_refusal = None     # host.enable fails with this ErrorDescription (a list)
+        self.user_disabled = False     # a plain host.disable in this xapi process (in memory only)
+        self.starting_elsewhere = set()  # VM names another client is starting right now
 
     # --- world setup -------------------------------------------------------------------------
 
@@ -251,6 +254,8 @@ class MemoryXapi(Xapi):
     def _do_enable_host(self, action):
         if self.booting:
             return False, ["HOST_STILL_BOOTING"], None
+        if self.enable_refusal:
+            return False, list(self.enable_refusal), None
         self.set_host(enabled=True)
         return True, (), ""
 
@@ -258,6 +263,9 @@ class MemoryXapi(Xapi):
         vm = next((v for v in self.vms.values() if v.ref == action.vm_ref), None)
         if vm is None:
             return False, ["HANDLE_INVALID", "VM", action.vm_ref], None
+        if vm.name in self.starting_elsewhere:
+            return False, ["OTHER_OPERATION_IN_PROGRESS", "VM", vm.ref, "start",
+                           "OpaqueRef:task-elsewhere"], None
         if vm.power_state == "Running":
             return False, ["VM_BAD_POWER_STATE", vm.ref, "halted", "running"], None
         if not self.host.enabled:
@@ -313,6 +321,19 @@ class MemoryXapi(Xapi):
         self.pbd_attached[uuid] = attached
         if self.up:
             self.post(ev.PbdChanged(self.pbd_view(uuid)))
+
+    def finish_boot(self):
+        """xapi's start-up completes: it enables the host itself unless told not to (xen-api
+        xapi_host_helpers.ml consider_enabling_host), and HOST_STILL_BOOTING ends."""
+        self.booting = False
+        if not self.host.enabled and self.host.auto_enable and not self.user_disabled \
+                and not self.enable_refusal:
+            self.set_host(enabled=True)
+
+    def finish_start_elsewhere(self, name):
+        """Another client's VM.start (xapi-autostart-vms) of ``name`` completes."""
+        self.starting_elsewhere.discard(name)
+        self.set_power(name, "Running")
 
     def restart(self):
         """A toolstack restart: the connection drops, then a full resync."""

@@ -1,0 +1,127 @@
+"""The machine against XAPI as it is (docs/xapi-fidelity.md, "Agent-side behaviours"): start-up,
+refused host.enable, maintenance evacuating the firewall, xapi-autostart-vms racing the agent,
+unknown SRs. Unit tier: the real machine on the in-memory world."""
+
+import states
+from agent.world import EnableHost, StartVm
+from memworld import SR, MemWorld
+
+
+def _effects(world):
+    return world.report.effects + [e for t in world.report.transitions for e in t["effects"]]
+
+
+def _calls(world, kind, name=None):
+    return [c[0] for c in world.xapi.calls if isinstance(c[0], kind)
+            and (name is None or c[0].name_label == name)]
+
+
+def test_host_still_booting_is_asked_once_per_backoff_cap_and_xapi_enables_it_itself():
+    """HOST_STILL_BOOTING: no retry-spam (one call per backoff_cap), no failure counted; xapi
+    enables the host itself when start-up completes; the agent, not having enabled it, does
+    not start the firewall (xapi-autostart-vms does)."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.xapi.booting = True
+    w.settle(max_time=95.0)  # backoff_cap is 30 s in the test config
+    assert w.agent.state == "MAINTENANCE"
+    assert 1 <= len(_calls(w, EnableHost)) <= 4
+    assert w.agent.retries["host-enable"].failures == 0
+    assert any("enables the host itself" in b for b in states.module("MAINTENANCE").blockers(w.agent))
+    asked = len(_calls(w, EnableHost))
+    w.xapi.finish_boot()
+    w.settle_until("WAITING_VM")
+    assert len(_calls(w, EnableHost)) == asked
+    assert not _calls(w, StartVm)
+    assert any("HOST_STILL_BOOTING" in e["result"] for e in _effects(w))
+
+
+def test_refused_host_enable_goes_degraded_at_once_with_code_meaning_and_fix():
+    """Each refusal from assert_safe_to_reenable: DEGRADED on the first answer, the reason
+    names the code and the fix; asked again only every backoff_cap; once the cause is gone
+    the host is enabled and the firewall started."""
+    for code in ("HOST_DISABLED_UNTIL_REBOOT", "HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY",
+                 "HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED"):
+        w = MemWorld(vm_running=False, host_enabled=False, start=False)
+        w.xapi.enable_refusal = [code, "OpaqueRef:host"]
+        w.boot()
+        w.agent.run_pending()
+        assert w.agent.state == "DEGRADED", code
+        reason = w.agent.reasons["host-enable"]
+        assert code in reason and "fix:" in reason
+        w.settle(max_time=95.0)
+        assert w.agent.state == "DEGRADED" and 2 <= len(_calls(w, EnableHost)) <= 4
+        w.xapi.enable_refusal = None
+        w.settle_until("HEALTHY")
+        assert _calls(w, StartVm, "pfsense")
+
+
+def test_a_disabled_host_whose_firewall_is_evacuated_is_enabled_and_the_firewall_started():
+    """HEALTHY; a plain host.disable (the firewall runs: not locked out, left alone); then the
+    firewall halts (evacuation): host.enable and VM.start of the firewall, ending HEALTHY."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    w.xapi.set_host(enabled=False)
+    w.settle_until("HEALTHY")
+    assert not _calls(w, EnableHost)
+    w.xapi.set_power("pfsense", "Halted")
+    w.settle_until("HEALTHY")
+    assert len(_calls(w, EnableHost)) == 1 and len(_calls(w, StartVm, "pfsense")) == 1
+    assert w.xapi.host.enabled and w.xapi.vms["pfsense"].power_state == "Running"
+
+
+def test_a_firewall_stopped_while_the_host_stays_enabled_stays_stopped():
+    """An operator's stop (host enabled) is respected, even after a lock-out fix earlier."""
+    for locked in (False, True):
+        w = MemWorld(vm_running=not locked, host_enabled=not locked)
+        w.settle_until("HEALTHY")
+        before = len(_calls(w, StartVm, "pfsense"))
+        w.xapi.set_power("pfsense", "Halted")
+        w.settle_until("WAITING_VM")
+        assert len(_calls(w, StartVm, "pfsense")) == before
+
+
+def test_an_uplink_started_by_another_client_is_waited_for_never_started_twice():
+    """The agent's VM.start meets OTHER_OPERATION_IN_PROGRESS: it waits for the power state,
+    says so in the trace, and asks again only after backoff_cap."""
+    w = MemWorld(vm_running=False, host_enabled=False)
+    w.xapi.starting_elsewhere.add("pfsense")
+    w.settle(max_time=20.0)
+    assert w.agent.state == "WAITING_VM" and len(_calls(w, StartVm, "pfsense")) == 1
+    assert any("another client is starting it" in e["result"] for e in _effects(w))
+    assert w.agent.retries["vm:pfsense"].failures == 0
+    w.xapi.finish_start_elsewhere("pfsense")
+    w.settle_until("HEALTHY")
+    assert len(_calls(w, StartVm, "pfsense")) == 1
+
+
+def test_autostart_racing_xapi_autostart_vms_keeps_the_order():
+    """An autostart VM another client is starting: its group waits for it (the agent does not
+    start it twice), the next order group starts only after it runs."""
+    w = MemWorld(start=False)
+    w.xapi.starting_elsewhere.add("web")
+    w.boot()
+    w.settle(max_time=20.0)
+    assert w.agent.state == "SR_PROBING"
+    assert len(_calls(w, StartVm, "web")) == 1 and not _calls(w, StartVm, "db")
+    w.xapi.finish_start_elsewhere("web")
+    w.settle_until("HEALTHY")
+    assert len(_calls(w, StartVm, "web")) == 1 and len(_calls(w, StartVm, "db")) == 1
+
+
+def test_an_unknown_sr_stays_degraded_with_its_reason_while_the_network_comes_up():
+    """An [[sr]] uuid XAPI does not know: the network is bound and routed, autostart runs,
+    and the agent stays DEGRADED naming the SR and the fix until XAPI knows it."""
+    w = MemWorld(start=False)
+    del w.xapi.pbd_attached[SR]
+    w.boot()
+    w.settle_until("DEGRADED")
+    w.settle(max_time=600.0)
+    assert w.agent.state == "DEGRADED"
+    reason = w.agent.reasons["sr:" + SR]
+    assert "XAPI knows no SR" in reason and "fix:" in reason
+    assert ("xapi1", "192.0.2.2/24") in w.net.addresses
+    assert w.xapi.vms["web"].power_state == "Running"
+    w.xapi.pbd_attached[SR] = False
+    w.xapi.restart()
+    w.settle_until("HEALTHY")
+    assert w.xapi.pbd_attached[SR] and not w.agent.reasons
