@@ -30,6 +30,7 @@ class Index(object):
         self.sr_labels = {}      # SR name_label -> SR ref
         self.pbds = {}           # SR uuid -> this host's PBD ref
         self.reachable = {}      # SR uuid -> is the storage target reachable (sim.set_storage_reachable)
+        self.storage_state = {}  # SR uuid -> an sm.OUTCOMES override (sim.set_storage_state)
         self.vm_srs = {}         # VM ref -> [SR uuid] its disks live on
         self.extra_vms = []      # refs of VMs added by sim.add_vms (the "unrelated" ones)
 
@@ -71,8 +72,13 @@ def build(db, scenario, rng, local_db_values):
         capabilities=["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_64"],
         sched_policy="credit", edition="xcp-ng", memory_overhead="0")
     local_db_values[localdb.HOST_AUTO_ENABLE] = "true" if spec.auto_enable else "false"
+    if spec.disabled_until_reboot:
+        local_db_values[localdb.HOST_DISABLED_UNTIL_REBOOT] = "true"
+    if spec.pending_guidances:
+        db.update("host", index.host, pending_guidances=list(spec.pending_guidances))
     index.pool = db.create(
         "pool", name_label=scenario.pool.name_label, master=index.host,
+        ha_enabled=scenario.pool.ha_enabled,
         other_config={"auto_poweron": "true" if scenario.pool.auto_poweron else "false"})
     index.dom0 = db.create(
         "VM", name_label="Control domain on host: %s" % spec.name_label,
@@ -176,6 +182,8 @@ def _build_vm(db, scenario, index, spec, rng):
                    start_delay=spec.start_delay, uuid=spec.uuid or None,
                    other_config=dict(spec.other_config))
     index.vms[spec.name_label] = vm
+    if spec.ha_protected:
+        db.update("VM", vm, ha_always_run=True, ha_restart_priority="restart")
     if spec.is_a_template or spec.snapshot_of:
         # A snapshot is also a template in xapi (is_a_template and is_a_snapshot both true);
         # it keeps the original's other_config, auto_poweron included.

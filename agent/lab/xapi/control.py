@@ -20,6 +20,9 @@ WIRE_CONTROLS = {
     "boot_phase": (1, 0), "set_storage_reachable": (2, 0), "pbd_unplug": (1, 0),
     "plug_failures": (2, 0), "set_latency": (1, 0), "add_vms": (1, 0), "churn": (1, 0),
     "event_garbage": (1, 0), "invalidate_sessions": (0, 0), "state": (0, 0),
+    "set_setting": (2, 0), "set_storage_state": (2, 0), "set_pending_guidances": (1, 0),
+    "set_disabled_until_reboot": (1, 0), "set_ha": (1, 0), "run_autostart_vms": (0, 0),
+    "operator_host_disable": (0, 0),
 }
 
 # What sim.event_garbage makes event.from return instead of its struct, in turn.
@@ -29,6 +32,11 @@ GARBAGE = (
      "token": "garbage"},                                              # truncated events, bad token
     {},                                                                # no members
 )
+
+
+def _internal_ctx():
+    from .api import Context
+    return Context("unix")
 
 
 def _flag(value):
@@ -103,10 +111,12 @@ class Controls(object):
                 self.power.reboot(ref)
 
     def host_disable(self, auto_enable=True, maintenance_mode=False):
-        """Disable the host like host.disable(host, auto_enable); maintenance_mode also sets
-        other_config MAINTENANCE_MODE=true, as xsconsole does (xapi-facts §4.3)."""
+        """Disable the host like host.disable(host, auto_enable) (user_requested_host_disable
+        in xapi's memory); maintenance_mode also sets other_config MAINTENANCE_MODE=true, as
+        xsconsole does (xapi-facts §4.3)."""
         host = self.index.host
         self.db.update("host", host, enabled=False)
+        self.user_requested_host_disable = True
         if not _flag(auto_enable):
             self.put_local_db(localdb.HOST_AUTO_ENABLE, "false")
         if _flag(maintenance_mode):
@@ -125,15 +135,55 @@ class Controls(object):
                 ("MAINTENANCE_MODE", "MAINTENANCE_MODE_EVACUATED_VMS")):
             self.db.mutate("host", host, drop)
         self.put_local_db(localdb.HOST_AUTO_ENABLE, "true")
+        self.user_requested_host_disable = False
         self.db.update("host", host, enabled=True)
+
+    def _internal_session(self):
+        sessions = [ref for ref, d in self.db.sessions.items() if d.get("originator") == "sim"]
+        return sessions[0] if sessions else self.db.create_session(
+            uname="root", originator="sim", transport="unix", local=False)
 
     def boot_phase(self, seconds):
         """For ``seconds`` from now host.enable answers HOST_STILL_BOOTING (only that)."""
         self._booting_until = self.clock() + float(seconds)
 
     def set_storage_reachable(self, sr_uuid, reachable):
-        """Make an SR's storage target (un)reachable for PBD.plug."""
-        self.index.reachable[self._sr_uuid(sr_uuid)] = _flag(reachable)
+        """Make an SR's storage target (un)reachable for PBD.plug (unreachable = "down": SM's
+        connect times out after plug_connect_timeout, then 108); clears set_storage_state."""
+        uuid = self._sr_uuid(sr_uuid)
+        self.index.reachable[uuid] = _flag(reachable)
+        self.index.storage_state.pop(uuid, None)
+
+    def set_storage_state(self, sr_uuid, state):
+        """What SM meets at this SR's target: one of sm.OUTCOMES ("up", "down", "refused",
+        "unresolvable", "stalled", "no-rpcbind"), or "" to go back to reachable/storage_probe."""
+        from . import sm
+        uuid = self._sr_uuid(sr_uuid)
+        if state and state not in sm.OUTCOMES:
+            raise XapiError("INVALID_VALUE", "state", state, "known: " + ", ".join(sm.OUTCOMES))
+        if state:
+            self.index.storage_state[uuid] = state
+        else:
+            self.index.storage_state.pop(uuid, None)
+
+    def set_pending_guidances(self, guidances):
+        """Set host.pending_guidances (mandatory guidance after an update, e.g. reboot_host)."""
+        self.db.update("host", self.index.host, pending_guidances=list(guidances))
+
+    def set_disabled_until_reboot(self, flag):
+        """Write Localdb host_disabled_until_reboot (xapi sets it during an HA shutdown)."""
+        self.put_local_db(localdb.HOST_DISABLED_UNTIL_REBOOT, "true" if _flag(flag) else "false")
+
+    def set_ha(self, enabled):
+        """Turn pool.ha_enabled on or off (HA armed; protected VMs come from the scenario)."""
+        self.db.update("pool", self.index.pool, ha_enabled=_flag(enabled))
+
+    def operator_host_disable(self):
+        """An operator's plain `xe host-disable` (host.disable(host), auto_enable left true)."""
+        reply = self.api.call("host.disable", (self._internal_session(), self.index.host),
+                              _internal_ctx())
+        if reply.get("Status") != "Success":
+            raise XapiError(*reply["ErrorDescription"])
 
     def pbd_unplug(self, sr_uuid):
         """Detach this host's PBD of the SR (as if storage was lost)."""

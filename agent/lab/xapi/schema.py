@@ -14,7 +14,7 @@ NULL_REF = "OpaqueRef:NULL"
 EPOCH = "19700101T00:00:00Z"
 
 # Classes whose rows produce events (datamodel gen_events = true), in event/table order.
-EVENT_CLASSES = ("pool", "host", "VM", "VIF", "network", "PIF", "SR", "PBD", "VBD", "VDI")
+EVENT_CLASSES = ("pool", "host", "VM", "VIF", "network", "PIF", "SR", "PBD", "VBD", "VDI", "task")
 
 # DB column names join a namespaced field's parts with "__" (Db_names.name_label = "name__label",
 # seen in db_cache_impl.ml db_get_by_name_label); get_all_records_where compares these columns.
