@@ -342,16 +342,26 @@ class MemoryXapi(Xapi):
 
 
 class MemoryProber(Prober):
-    """Answers from a set of reachable targets, at once."""
+    """Answers from a set of reachable hosts, at once; a ``host:port`` target answers when its
+    host is reachable and the port is not in ``services_down`` (a NAS whose nfsd is not up)."""
 
     def __init__(self, post=None):
         self.post = post or (lambda e: None)
         self.reachable = set()
+        self.services_down = set()   # "host:port" texts that refuse while the host answers
         self.rounds = []
+
+    def answers(self, target):
+        """True when ``target`` would answer now."""
+        from agent.sm_targets import split_target
+        host, port = split_target(target)
+        if port is not None and target in self.services_down:
+            return False
+        return target in self.reachable or host in self.reachable
 
     def probe(self, key, targets, timeout):
         self.rounds.append((key, tuple(targets)))
-        self.post(ev.ProbeDone(key, dict((t, t in self.reachable) for t in targets)))
+        self.post(ev.ProbeDone(key, dict((t, self.answers(t)) for t in targets)))
 
 
 class MemoryReport(Report):
