@@ -125,3 +125,24 @@ def test_an_unknown_sr_stays_degraded_with_its_reason_while_the_network_comes_up
     w.xapi.restart()
     w.settle_until("HEALTHY")
     assert w.xapi.pbd_attached[SR] and not w.agent.reasons
+
+
+def test_a_pool_member_in_emergency_mode_says_so_and_keeps_its_kernel_part():
+    """XAPI refusing everything (a member whose master is unreachable): DEGRADED naming
+    emergency mode (status and trace carry the reason), the management mirrors in place."""
+    from agent.adapters.xapi import EMERGENCY_TEXT
+    from memworld import MGMT
+    w = MemWorld(start=False)
+    w.xapi.up = False
+    w.xapi.lost_error = EMERGENCY_TEXT % "HOST_HAS_NO_MANAGEMENT_IP"
+    w.boot()
+    for _ in range(3):
+        w.xapi.connect()
+        w.settle()
+    assert w.agent.state == "DEGRADED"
+    assert "emergency mode" in w.agent.reasons["xapi"]
+    assert any("emergency mode" in b for b in states.module("DEGRADED").blockers(w.agent))
+    assert (MGMT, "192.0.2.2/32") in w.net.addresses
+    w.xapi.up = True
+    w.xapi.connect()
+    w.settle_until("HEALTHY")

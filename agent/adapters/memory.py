@@ -180,6 +180,7 @@ class MemoryXapi(Xapi):
         self.enable_refusal = None     # host.enable fails with this ErrorDescription (a list)
         self.user_disabled = False     # a plain host.disable in this xapi process (in memory only)
         self.starting_elsewhere = set()  # VM names another client is starting right now
+        self.lost_error = "connection refused"  # what XapiLost says while down
 
     # --- world setup -------------------------------------------------------------------------
 
@@ -227,7 +228,7 @@ class MemoryXapi(Xapi):
         if self.up:
             self.post(ev.XapiConnected(self.world()))
         else:
-            self.post(ev.XapiLost("connection refused"))
+            self.post(ev.XapiLost(self.lost_error))
 
     def request(self, action):
         self.calls.append((action, self.host.enabled, self.host.deliberately_disabled,

@@ -20,8 +20,8 @@ import logging
 import random
 import threading
 
-from agent.adapters.xapi_transport import (XapiConnection, describe_error, endpoint_of,
-                                           error_details, is_transport_error)
+from agent.adapters.xapi_transport import (LOCAL_USER, XapiConnection, describe_error,
+                                           endpoint_of, error_details, is_transport_error)
 from agent.adapters.xapi_lanes import STOP, Answered, Lane, await_task
 from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, events_of,
                                        list_autostart, read_world)
@@ -192,6 +192,9 @@ class XapiAdapter(Xapi):
             if self._stopping.is_set():
                 return None
             text = _error_text(exc, conn.endpoint)
+            if (error_details(exc) or [""])[0] in EMERGENCY_HINTS and self._config.xapi.is_local \
+                    and in_emergency_mode(self._config.xapi):
+                text = EMERGENCY_TEXT % text
             self._lost = text
             delay = retry.failed(text)
             log.warning("XAPI unavailable (%s), retrying in %.1f s", text, delay)
@@ -354,6 +357,35 @@ def lane_of(action):
     if isinstance(action, w.StartVm):
         return "start"
     return "control"
+
+
+# What a pool member's xapi answers to a login while it cannot reach its master (xen-api
+# ocaml/xapi/xapi.ml member start-up; api_server.ml refuses every non-emergency call with it).
+EMERGENCY_HINTS = ("HOST_HAS_NO_MANAGEMENT_IP", "HOST_STILL_BOOTING",
+                   "HOST_MASTER_CANNOT_TALK_BACK", "INTERNAL_ERROR")
+EMERGENCY_TEXT = ("pool member in emergency mode, its master unreachable (%s): XAPI refuses "
+                  "every call but a few until the master answers, VM.start included; dom0's "
+                  "addresses and routes stay as they are")
+
+
+def in_emergency_mode(xapi_config):
+    """Ask xapi ``host.is_in_emergency_mode`` over a host-local session
+    (``session.slave_local_login_with_password``, both on xen-api's emergency call list);
+    False when it cannot be asked. A throwaway connection: the watcher's keeps its login."""
+    probe = XapiConnection(xapi_config, originator="sspn-agent-emergency")
+    try:
+        probe.session.slave_local_login_with_password(LOCAL_USER, "")
+        try:
+            return bool(probe.call("host.is_in_emergency_mode"))
+        finally:
+            try:
+                probe.call("session.local_logout")
+            except Exception:  # noqa: BLE001 -- best effort
+                pass
+    except Exception:  # noqa: BLE001 -- no verdict: the plain error is reported
+        return False
+    finally:
+        probe.transport.close()
 
 
 def _int(value):
