@@ -78,3 +78,23 @@ def test_lanes_by_action():
     assert lane_of(w.StartVm("OpaqueRef:v")) == "start"
     assert {lane_of(w.EnableHost("h")), lane_of(w.ListAutostart()),
             lane_of(w.PublishState("h", {})), lane_of(w.RaiseMessage("n", "b"))} == {"control"}
+
+
+def test_a_stalled_plug_is_answered_at_its_deadline_and_the_next_plug_waits_for_its_task(
+        sim, start_adapter):
+    """Async.PBD.plug of a stalled NFS mount (SM: 73 after plug_stall_seconds): at the deadline
+    (6 call timeouts) the task is cancelled and the action answered TIMEOUT; a plug of the same
+    SR requested then runs only after XAPI has ended the first (never two in flight)."""
+    sim.set_setting("plug_stall_seconds", 3.0)
+    sim.set_storage_state(NFS_SR, "stalled")
+    adapter, recorder = start_adapter(call_timeout=0.25)   # deadline 1.5 s
+    world = recorder.wait_kind("xapi_connected").world
+    plug = w.PlugPbd(world.pbds[0].ref, NFS_SR)
+    adapter.request(plug)
+    first = _done(recorder, w.PlugPbd, "first plug")
+    assert not first.ok and first.error[0] == "TIMEOUT" and "cancelled" in first.error[1]
+    sim.set_storage_state(NFS_SR, "up")
+    adapter.request(plug)
+    assert _done(recorder, w.PlugPbd, "second plug").ok
+    assert sim.plugger.most_in_flight[NFS_SR] == 1
+    assert sim.state()["srs"][NFS_SR]["attached"]
