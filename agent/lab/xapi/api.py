@@ -75,6 +75,11 @@ class Api(object):
 
     def call(self, name, params, ctx):
         """Run one call; returns the value to send (the Status envelope, or the raw listMethods)."""
+        try:
+            # api_server.ml callback1: emergency mode refuses before anything else.
+            self.sim.emergency_check(name)
+        except XapiError as exc:
+            return wire.failure(exc.details)
         if name == "system.listMethods":
             return self.registry.wire_names()   # sent without the Status wrapper, like xapi
         try:
@@ -93,17 +98,17 @@ class Api(object):
         canonical = self.registry.aliases.get(base)
         if canonical is None:
             if params:
-                self.sim.emergency_check(name, ctx)
                 self.db.check_session(params[0])
             raise XapiError("MESSAGE_METHOD_UNKNOWN", name)
         fn, least, most, needs_session = self.registry.methods[canonical]
         received = len(params) - 1 if needs_session else len(params)
         if not least <= received <= most:
             raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", canonical, most, received)
-        self.sim.emergency_check(canonical, ctx)
-        self.sim.empty_db_check(canonical)
         if needs_session:
             self.db.check_session(params[0])
+        empty = self.sim.empty_db_answer(canonical, params)
+        if empty is not None:
+            return empty[0]
         if is_async and canonical not in self.registry.tasked:
             raise XapiError("Fault", "No async mode for this operation (rpc: %s)" % name)
         if canonical not in self.registry.tasked:
@@ -217,6 +222,7 @@ class Api(object):
         add("session.local_logout", self.logout, 0)
         add("session.get_this_host", self.get_this_host, 1)
         add("session.get_uuid", self.get_session_uuid, 1)
+        add("host.is_in_emergency_mode", lambda ctx, s: self.sim.is_in_emergency_mode(), 0)
 
     def _authenticate(self, ctx, uname, password):
         if ctx.transport == "unix":
@@ -287,15 +293,20 @@ class Api(object):
                 # event_from_delay: let a burst of changes land in one batch (xapi-facts §3.5).
                 time.sleep(min(delay, remaining))
             with db.lock:
-                db.check_session(session)   # logout / restart while blocked -> SESSION_INVALID
-                events = db.collect(classes, since, since_messages)
+                if self.sim.outage:
+                    # A toolstack restart: xapi's process is gone, the connection just drops
+                    # (no reply; the Session table is not persisted, datamodel.ml PersistNothing).
+                    raise Disconnect()
+                db.check_session(session)   # logout while blocked -> SESSION_INVALID
+                events, last, message_generation = db.collect(classes, since, since_messages)
                 remaining = deadline - time.monotonic()
                 if events or remaining <= 0:
                     result = collections.OrderedDict()
                     result["events"] = events
                     result["valid_ref_counts"] = db.valid_ref_counts()
-                    result["token"] = db.token()
+                    result["token"] = "%020d,%020d" % (last, message_generation)
                     return result
+                since = last
                 self.waiting += 1
                 try:
                     db.changed.wait(remaining)

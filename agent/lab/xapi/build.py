@@ -76,8 +76,16 @@ def build(db, scenario, rng, local_db_values):
         local_db_values[localdb.HOST_DISABLED_UNTIL_REBOOT] = "true"
     if spec.pending_guidances:
         db.update("host", index.host, pending_guidances=list(spec.pending_guidances))
+    master = index.host
+    if spec.pool_member:
+        # The pool's master is another host: only its row exists here.
+        master = db.create(
+            "host", name_label=spec.name_label + "-master", hostname=spec.name_label + "-master",
+            address=spec.master_address, enabled=True, API_version_major=API_VERSION_MAJOR,
+            API_version_minor=API_VERSION_MINOR, API_version_vendor="XenSource",
+            software_version=SOFTWARE_VERSION, edition="xcp-ng")
     index.pool = db.create(
-        "pool", name_label=scenario.pool.name_label, master=index.host,
+        "pool", name_label=scenario.pool.name_label, master=master,
         ha_enabled=scenario.pool.ha_enabled,
         other_config={"auto_poweron": "true" if scenario.pool.auto_poweron else "false"})
     index.dom0 = db.create(

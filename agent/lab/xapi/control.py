@@ -22,7 +22,7 @@ WIRE_CONTROLS = {
     "event_garbage": (1, 0), "invalidate_sessions": (0, 0), "state": (0, 0),
     "set_setting": (2, 0), "set_storage_state": (2, 0), "set_pending_guidances": (1, 0),
     "set_disabled_until_reboot": (1, 0), "set_ha": (1, 0), "run_autostart_vms": (0, 0),
-    "operator_host_disable": (0, 0),
+    "operator_host_disable": (0, 0), "set_emergency": (1, 0),
 }
 
 # What sim.event_garbage makes event.from return instead of its struct, in turn.
@@ -247,8 +247,8 @@ class Controls(object):
         """Simulate ``xe-toolstack-restart``: down for ``seconds``, then a start-up phase.
 
         While down the listeners are closed but the socket file stays (ConnectionRefusedError,
-        xapi-facts §3.6); every session is gone (blocked event.from calls wake with
-        SESSION_INVALID, a VM.start waiting its start_delay loses its connection); the DB and
+        xapi-facts §3.6); every session is gone (a blocked event.from or a VM.start waiting
+        its start_delay loses its connection, no reply); the DB and
         its generation are kept. Xapi_fuse marks the host disabled on the way down; on the way
         up (after ``boot_seconds`` of HOST_STILL_BOOTING) consider_enabling_host re-enables it
         unless Localdb says host_auto_enable=false or host_disabled_until_reboot (§4.3).
@@ -261,8 +261,8 @@ class Controls(object):
             # Order matters: listeners first, so a client whose call is cut (or whose session
             # is refused) and who retries at once finds the socket refusing connections.
             self.frontend.stop()
+            self._outage.set()   # first: a blocked event.from then drops without a reply
             self.db.destroy_all_sessions()
-            self._outage.set()
             self.db.update("host", self.index.host, enabled=False)
             self._booting_until = float("inf")
             timer = threading.Timer(float(seconds), self._come_back, args=(float(boot_seconds),))

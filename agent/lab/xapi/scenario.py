@@ -6,7 +6,8 @@ Layout (every key optional except names; see ``agent/lab/hosts/default.toml``)::
     [pool]      name_label, auto_poweron, ha_enabled
     [host]      name_label, hostname, address, uuid, enabled, auto_enable,
                 maintenance_mode, boot_seconds, system_boot, operator_disabled,
-                disabled_until_reboot, pending_guidances
+                disabled_until_reboot, pending_guidances, pool_member, master_address,
+                emergency (a pool member's emergency-mode stage, see member.py)
     [simulator] any of simulator.DEFAULT_SETTINGS (durations in seconds, switches)
     [[network]] name_label, bridge, mtu, other_config, [network.pif] (device, management,
                 ip_configuration_mode, ip, netmask, gateway, mac, currently_attached)
@@ -116,6 +117,9 @@ class HostSpec(object):
     system_boot = attr.ib(default=True)
     operator_disabled = attr.ib(default=False)
     disabled_until_reboot = attr.ib(default=False)
+    pool_member = attr.ib(default=False)   # this host is a member; a master row is made
+    master_address = attr.ib(default="192.0.2.1")
+    emergency = attr.ib(default="")        # a member.STAGES name: start in emergency mode
     pending_guidances = attr.ib(default=(), converter=lambda v: (v,) if isinstance(v, str)
                                 else tuple(str(g) for g in v))
 

@@ -20,6 +20,7 @@ from .api import Api, Context
 from .control import Controls, dispatch_control
 from .db import Database
 from .errors import Disconnect, XapiError
+from .member import PoolMember
 from .plug import Plugger
 from .power import Power
 from .scenario import Scenario, load_scenario
@@ -50,7 +51,7 @@ XAPI_TIMINGS = {"plug_connect_timeout": 5.0, "plug_stall_seconds": 90.0,
                 "init_wait_seconds": 300.0, "sr_stat_interval": 120.0}
 
 
-class Simulator(Startup, Controls):
+class Simulator(Startup, PoolMember, Controls):
     """One simulated single-host pool listening on a Unix socket (and optionally TCP).
 
     ``scenario`` is a Scenario, a TOML path, or None for the default scenario. ``port`` None
@@ -86,10 +87,12 @@ class Simulator(Startup, Controls):
         self.db = Database(self._new_uuid)
         self.index = build.build(self.db, scenario, self.rng, self.local_db)
         self.power = Power(self.db, self.index, clock)
+        self.power.settings = self.settings
         self.tasks = Tasks(self.db, self.index.host)
         self.plugger = Plugger(self)
         self.api = Api(self)
         self._init_startup()
+        self._init_member()
         self.frontend = Frontend(socket_path, port, self._handle)
         self._control_lock = threading.RLock()
         self._plug_failures = {}
@@ -192,6 +195,11 @@ class Simulator(Startup, Controls):
         if self.latency > 0:
             self.wait_or_disconnect(self.latency)
         return self.api.call(method, params, ctx)
+
+    @property
+    def outage(self):
+        """Whether xapi is down (a toolstack restart in progress)."""
+        return self._outage.is_set()
 
     def wait_or_disconnect(self, seconds):
         """Sleep ``seconds``; raise Disconnect if a toolstack restart happens meanwhile."""

@@ -25,6 +25,7 @@ Follows xen-api v26.1.4:
 import threading
 
 from . import localdb
+from .errors import XapiError
 
 
 class Startup(object):
@@ -149,13 +150,26 @@ class Startup(object):
         self.startup_complete = True
 
     def begin_empty_db_window(self):
-        """Placeholder until the empty-database window is modelled."""
+        """xapi.ml: on a master the Unix socket listens ("Listening unix socket") before the
+        database is loaded; for ``empty_db_seconds`` calls see empty tables (exact answers of
+        a real host in that window are not verified)."""
+        self._empty_db_until = self.clock() + float(self.settings["empty_db_seconds"])
 
-    def emergency_check(self, name, ctx):
-        """Placeholder until pool-member emergency mode is modelled."""
-
-    def empty_db_check(self, name):
-        """Placeholder until the empty-database window is modelled."""
+    def empty_db_answer(self, name, params):
+        """None outside the window; else (value,) for a read of an empty table, or raises
+        HANDLE_INVALID / UUID_INVALID for a call naming an object."""
+        if self.clock() >= getattr(self, "_empty_db_until", 0.0):
+            return None
+        cls, _, message = name.partition(".")
+        if cls in ("session", "event", "sim") or not message:
+            return None
+        if message == "get_all" or message == "get_by_name_label":
+            return ([],)
+        if message in ("get_all_records", "get_all_records_where"):
+            return ({},)
+        if message == "get_by_uuid":
+            raise XapiError("UUID_INVALID", cls, params[1] if len(params) > 1 else "")
+        raise XapiError("HANDLE_INVALID", cls, params[1] if len(params) > 1 else "")
 
     # --- xapi-autostart-vms ----------------------------------------------------------------
 
