@@ -135,3 +135,15 @@ def test_empty_database_window(sim_factory, sim_login, wait_until):
         x.SR.get_by_uuid(NFS_SR)
     assert failure.value.details == ["UUID_INVALID", "SR", NFS_SR]
     wait_until(lambda: x.pool.get_all() != [], what="database loaded")
+
+
+def test_old_deletions_are_lost_silently(sim, xenapi_session):
+    """Deletions are kept per table up to 512, trimmed to the newest 256 (db_cache_types.ml
+    Table.remove): a token older than that sees only the newest dels, with no error."""
+    x = xenapi_session.xenapi
+    names = sim.add_vms(600)
+    token = x.event_from(["vm"], "", 0.0)["token"]
+    for name in names:
+        x.VM.destroy(x.VM.get_by_name_label(name)[0])
+    dels = [e for e in x.event_from(["vm"], token, 5.0)["events"] if e["operation"] == "del"]
+    assert 0 < len(dels) < 600
