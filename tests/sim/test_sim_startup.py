@@ -114,3 +114,33 @@ def test_auto_enable_false_stays_disabled_and_enable_is_allowed(sim_factory, sim
     assert x.host.get_enabled(host) is False
     x.host.enable(host)
     assert localdb.read(sim.local_db_path)["host_auto_enable"] == "true"
+
+
+def test_startup_plugs_attach_reachable_srs(sim_factory, sim_login):
+    """startup_plugs: xapi plugs the host's PBDs at start-up; an unreachable one stays
+    unplugged and start-up still completes."""
+    scenario = parse_scenario({"sr": [NFS, dict(NFS, name_label="dead",
+                                                 uuid="5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a02",
+                                                 reachable=False)],
+                               "simulator": {"startup_plugs": True}})
+    sim = sim_factory(scenario=scenario)
+    srs = sim.state()["srs"]
+    assert srs[NFS["uuid"]]["attached"] is True
+    assert srs["5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a02"]["attached"] is False
+    assert sim.state()["startup_complete"] is True
+
+
+def test_settings_from_scenario_wire_and_refusals(sim_factory, sim_rpc):
+    """[simulator] settings are validated; sim.set_setting works over the wire."""
+    from agent.lab.xapi.scenario import ScenarioError
+    with pytest.raises(ScenarioError, match="simulator.no_such"):
+        parse_scenario({"simulator": {"no_such": 1}})
+    with pytest.raises(ScenarioError, match="true or false"):
+        parse_scenario({"simulator": {"autostart_vms": 1}})
+    sim = sim_factory(scenario=parse_scenario({"simulator": {"plug_seconds": 0.25}}))
+    assert sim.settings["plug_seconds"] == 0.25
+    proxy = sim_rpc(sim)
+    assert proxy.sim.set_setting("plug_connect_timeout", 5)["Status"] == "Success"
+    assert sim.settings["plug_connect_timeout"] == 5.0
+    reply = proxy.sim.set_setting("nope", 1)
+    assert reply["Status"] == "Failure" and reply["ErrorDescription"][0] == "INVALID_VALUE"

@@ -297,6 +297,10 @@ class Controls(object):
             srs[uuid] = {"ref": index.srs[uuid], "pbd": pbd,
                          "attached": db.get("PBD", pbd, "currently_attached"),
                          "reachable": index.reachable[uuid],
+                         "storage_state": index.storage_state.get(uuid, ""),
+                         "plugs_in_flight": self.plugger.in_flight[uuid],
+                         "current_operations": db.get("SR", index.srs[uuid],
+                                                      "current_operations"),
                          "plug_failures": failures.get(uuid, 0)}
         networks = dict((name, {"ref": ref, "bridge": db.get("network", ref, "bridge")})
                         for name, ref in index.networks.items())
@@ -311,11 +315,16 @@ class Controls(object):
             "up": self.frontend.up, "booting": self.booting, "clock": self.clock(),
             "generation": db.generation, "token": db.token(), "sessions": sessions,
             "event_waiters": waiting, "connections": self.frontend.accepted,
-            "latency": self.latency,
+            "latency": self.latency, "settings": dict(self.settings),
+            "startup_complete": self.startup_complete,
+            "emergency": list(self.emergency_error or []),
+            "autostart_runs": self.autostart_runs,
             "host": {"ref": index.host, "uuid": host["uuid"], "enabled": host["enabled"],
                      "auto_enable": self.local_db.get(localdb.HOST_AUTO_ENABLE) != "false",
                      "maintenance_mode":
                          host["other_config"].get("MAINTENANCE_MODE", "") == "true",
+                     "user_requested_disable": self.user_requested_host_disable,
+                     "pending_guidances": host["pending_guidances"],
                      "other_config": host["other_config"]},
             "pool_auto_poweron": db.get("pool", index.pool, "other_config").get(
                 "auto_poweron") == "true",
