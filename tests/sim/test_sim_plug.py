@@ -142,3 +142,17 @@ def test_storage_probe_outcome_strings(sim, xenapi_session):
     assert _plug_error(x, _pbd(x))[0] == "SR_BACKEND_FAILURE_108"
     sim.storage_probe = lambda dc: "up"
     x.PBD.plug(_pbd(x))
+
+
+def test_cancel_does_not_shorten_a_plug(sim_factory, sim_login, wait_until):
+    """A plug's task is cancellable (allowed_operations) but SM's attach runs to its end:
+    the task ends with SM's failure, not cancelled."""
+    sim = sim_factory(settings={"plug_stall_seconds": 0.4})
+    x = sim_login(sim).xenapi
+    sim.set_storage_state(NFS_SR, "stalled")
+    task = x.Async.PBD.plug(_pbd(x))
+    wait_until(lambda: x.task.get_allowed_operations(task) == ["cancel"], what="cancellable")
+    x.task.cancel(task)
+    wait_until(lambda: x.task.get_status(task) != "pending", what="plug task done")
+    assert x.task.get_status(task) == "failure"
+    assert x.task.get_error_info(task)[0] == "SR_BACKEND_FAILURE_73"

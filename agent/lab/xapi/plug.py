@@ -52,6 +52,8 @@ class Plugger(object):
         sr = record["SR"]
         sr_uuid = self.db.get("SR", sr, "uuid")
         task = task or self.db.new_ref()
+        # Helpers.retry (taking the SR lock) marks the task cancellable; nothing later checks.
+        self.sim.tasks.set_cancellable(task)
         self.db.mutate("SR", sr, lambda rec: rec["current_operations"].__setitem__(task, "plug"))
         with self._lock:
             self.in_flight[sr_uuid] += 1
