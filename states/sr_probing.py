@@ -57,7 +57,12 @@ def reply(ctx, event):
     if isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
         key = "sr:" + event.action.sr_uuid
         pbd = facts.pbds.get(event.action.sr_uuid)
-        if event.ok:
+        if event.ok and event.value is False:
+            # plugged, then detached again before the reply (read by the adapter after the
+            # plug): the PbdChanged saying so came first; probe again
+            ctx.effect("PBD.plug %s" % key, "ok, but detached again since")
+            ctx.arm("probe:" + key, ctx.next_probe_in(key))
+        elif event.ok:
             if pbd is not None:
                 facts.pbds[pbd.sr_uuid] = attr.evolve(pbd, attached=True)
             ctx.retries[key].succeeded()

@@ -345,9 +345,17 @@ class XapiAdapter(Xapi):
                 self._async_plug = True
                 await_task(conn, task, slow, lambda error: self._emit(ActionDone(action, False, error)),
                            self._stopping, linger=slow)
-                return None
+                return self._attached(conn, action)
         conn.call("PBD.plug", action.pbd_ref, timeout=slow)
-        return None
+        return self._attached(conn, action)
+
+    @staticmethod
+    def _attached(conn, action):
+        """currently_attached read after the plug: the reply's value. An unplug between the plug
+        and this reply reaches the agent as an event *before* the reply (event.from coalesces
+        the plug's and the unplug's mods), so the reply must not claim attached blindly."""
+        value = conn.call("PBD.get_currently_attached", action.pbd_ref)
+        return value if isinstance(value, bool) else str(value).lower() == "true"
 
 
 def lane_of(action):
