@@ -51,8 +51,12 @@ def reply(ctx, event):
     if started_elsewhere(ctx, event):
         return
     if error.startswith("VM_BAD_POWER_STATE"):
-        # already running or on its way (another client started it): no retry, no failure
-        ctx.effect("VM.start %s" % name, "not needed: %s (started by another client)" % error)
+        # not halted (another client started it; or suspended): no failure counted, and not
+        # asked again before backoff_cap (its event says what it became)
+        wait = ctx.config.timing.backoff_cap
+        ctx.effect("VM.start %s" % name, "not needed: %s (not halted)" % error,
+                   retry_in=round(wait, 3))
+        ctx.arm("retry:" + key, wait)
         return
     delay = ctx.retries[key].failed(error)
     ctx.effect("VM.start %s" % name, "failed: %s" % error, ok=False, retry_in=round(delay, 3))
