@@ -144,3 +144,17 @@ def test_task_events_are_sent(sim, xenapi_session, wait_until):
             seen.set()
             break
     assert seen.is_set(), ops
+
+
+def test_autostart_runs_once_per_system_boot(sim_factory, wait_until):
+    """xapi-domains.service is a oneshot of the boot: a toolstack restart does not rerun it."""
+    scenario = parse_scenario({"pool": {"auto_poweron": True},
+                               "vm": [{"name_label": "fw", "auto_poweron": True}],
+                               "simulator": {"autostart_vms": True}})
+    sim = sim_factory(scenario=scenario)
+    wait_until(lambda: sim.autostart_runs == 1, what="autostart run")
+    sim.vm_stop("fw")
+    sim.toolstack_restart(0.05)
+    wait_until(lambda: sim.is_up and sim.state()["startup_complete"], what="xapi back")
+    assert sim.autostart_runs == 1
+    assert sim.state()["vms"]["fw"]["power_state"] == "Halted"

@@ -14,7 +14,8 @@ Follows xen-api v26.1.4:
   ``host_auto_enable=false`` in Localdb, or (not on a system boot) ``host_disabled_until_reboot``.
   On a system boot it clears ``host_disabled_until_reboot`` first.
 - ``scripts/xapi-wait-init-complete`` gives up after 300 s; ``xapi-domains.service`` (After=
-  xapi-init-complete.target) then runs ``scripts/xapi-autostart-vms``: if the pool has
+  xapi-init-complete.target; a oneshot of the system boot, not re-run by a toolstack restart)
+  then runs ``scripts/xapi-autostart-vms``: if the pool has
   ``other_config:auto_poweron=true`` it runs ``xe vm-start other-config:auto_poweron=true
   power-state=halted is-a-template=false is-a-snapshot=false --multiple``: one
   ``Async.VM.start`` after another, each waited for (``cli_operations.ml`` ``vm_start`` via
@@ -68,8 +69,12 @@ class Startup(object):
             self.user_requested_host_disable = False
             self.on_system_boot = False
         self._first_boot = first
+        # xapi-domains.service is a oneshot (RemainAfterExit) of the system boot: a toolstack
+        # restart does not run xapi-autostart-vms again.
+        self._autostart_due = bool(first and self.on_system_boot and
+                                   self.settings["autostart_vms"])
         self.begin_empty_db_window()
-        if self.settings["autostart_vms"] and not self.settings["init_completes"]:
+        if self._autostart_due and not self.settings["init_completes"]:
             self._later(self.settings["init_wait_seconds"], self._autostart_in_thread)
         if seconds <= 0:
             self._finish_startup()
@@ -95,7 +100,7 @@ class Startup(object):
             # xapi keeps that in memory only (a toolstack restart forgets it).
             self.db.update("host", self.index.host, enabled=False)
             self.user_requested_host_disable = True
-        if self.settings["autostart_vms"] and self.settings["init_completes"]:
+        if self._autostart_due and self.settings["init_completes"]:
             self._autostart_in_thread()
         interval = float(self.settings["sr_stat_interval"])
         if interval > 0:
