@@ -1,7 +1,11 @@
 """PBD.plug as xapi and SM do it (plug.py, sm.py), over the real XenAPI client: failure codes,
 durations as settings, a real TCP probe, concurrent plugs, plugs on a disabled host."""
 
+import os
+import random
+import shutil
 import socket
+import subprocess
 
 import pytest
 import XenAPI
@@ -156,3 +160,21 @@ def test_cancel_does_not_shorten_a_plug(sim_factory, sim_login, wait_until):
     wait_until(lambda: x.task.get_status(task) != "pending", what="plug task done")
     assert x.task.get_status(task) == "failure"
     assert x.task.get_error_info(task)[0] == "SR_BACKEND_FAILURE_73"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                    reason="needs root and iproute2 to make a network namespace")
+def test_tcp_probe_connects_from_inside_the_namespace():
+    """TcpProbe(netns=...) connects from that namespace: a port listening in this namespace
+    is "up" here and "refused" from a fresh namespace's loopback."""
+    name = "sspn-fid-%d-%06x" % (os.getpid(), random.getrandbits(24))
+    subprocess.check_call(["ip", "netns", "add", name])
+    server = _listener()
+    try:
+        subprocess.check_call(["ip", "-n", name, "link", "set", "lo", "up"])
+        config = {"target": "127.0.0.1", "port": str(server.getsockname()[1])}
+        assert sm.TcpProbe(timeout=1.0, sr_type="iscsi")(config) == "up"
+        assert sm.TcpProbe(netns=name, timeout=1.0, sr_type="iscsi")(config) == "refused"
+    finally:
+        server.close()
+        subprocess.call(["ip", "netns", "del", name])
