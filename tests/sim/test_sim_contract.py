@@ -1,4 +1,4 @@
-"""The simulator speaks xapi's wire protocol to the real XenAPI client (xapi-facts §1, §5)."""
+"""The simulator speaks xapi's wire protocol to the real XenAPI client (gen_server.ml, ocaml-rpc Xmlrpc)."""
 
 import re
 import xmlrpc.client

@@ -1,4 +1,4 @@
-"""VM power, host enable/disable and PBD plugging follow xapi (xapi-facts §4, §5)."""
+"""VM power, host enable/disable and PBD plugging follow xapi (xapi_host.ml, xapi_vm_lifecycle.ml, xapi_pbd.ml)."""
 
 import pytest
 import XenAPI

@@ -1,4 +1,4 @@
-"""A simulated toolstack restart looks like xapi's from the client (xapi-facts §3.6, §4.3)."""
+"""A simulated toolstack restart looks like xapi's from the client (xapi.ml, xapi_host_helpers.ml)."""
 
 import os
 

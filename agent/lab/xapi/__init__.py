@@ -1,4 +1,4 @@
-"""A faithful XAPI simulator for the unchanged PyPI XenAPI client (see xapi-facts.md §9).
+"""A faithful XAPI simulator for the unchanged PyPI XenAPI client (docs/xapi-fidelity.md).
 
 ``Simulator`` serves a ``Scenario`` (``load_scenario``) on a Unix socket and optionally TCP;
 ``serve_forever`` / ``main`` run it in the foreground for ``agent lab xapi``.

@@ -1,6 +1,6 @@
 """XAPI method dispatch: wire names, arity, sessions, generic class methods, session and event.
 
-Dispatch follows xapi's generated server (xapi-facts §1.3): every message answers to
+Dispatch follows xapi's generated server (ocaml/idl/ocaml_backend/gen_server.ml): every message answers to
 ``Class.method`` and ``Class_method``; a wrong number of parameters gives
 ``MESSAGE_PARAMETER_COUNT_MISMATCH [method, expected, received]`` (counts exclude the session);
 the session is checked next (``SESSION_INVALID [ref]``); an unknown name whose first parameter
@@ -22,7 +22,7 @@ from . import ops, schema, wire
 from .errors import Disconnect, XapiError
 
 LOG = logging.getLogger(__name__)
-# A negative, NaN or huge event.from timeout means xapi's default of 24 h (xapi-facts §3.5).
+# A negative, NaN or huge event.from timeout means xapi's default of 24 h (xapi_event.ml ``from``).
 DEFAULT_EVENT_TIMEOUT = 86400.0
 
 
@@ -227,12 +227,13 @@ class Api(object):
     def _authenticate(self, ctx, uname, password):
         if ctx.transport == "unix":
             # Context.preauth: calls on the main Unix socket are pre-authenticated; neither the
-            # user name nor the password is checked (xapi-facts §2).
+            # user name nor the password is checked (context.ml ``preauth``, xapi_session.ml
+            # ``login_with_password``).
             return
         scenario = self.sim.scenario
         if uname != scenario.username or password != scenario.password:
             if self.sim.auth_failure_delay:
-                time.sleep(self.sim.auth_failure_delay)   # xapi waits 5 s (xapi-facts §1.4)
+                time.sleep(self.sim.auth_failure_delay)   # xapi waits 5 s (xapi_session.ml)
             raise XapiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
 
     def login_with_password(self, ctx, uname, password, version="1.0", originator=""):
@@ -290,7 +291,7 @@ class Api(object):
             remaining = deadline - time.monotonic()
             delay = self.sim.event_from_delay
             if delay > 0 and remaining > 0:
-                # event_from_delay: let a burst of changes land in one batch (xapi-facts §3.5).
+                # event_from_delay: let a burst of changes land in one batch (xapi_event.ml batching).
                 time.sleep(min(delay, remaining))
             with db.lock:
                 if self.sim.outage:

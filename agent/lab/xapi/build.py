@@ -3,7 +3,7 @@
 from . import localdb
 from .schema import NULL_REF
 
-# XCP-ng 8.3 ships xapi 26.1.4 with API 2.21 (xcp-ng-rpms/xapi SPECS/xapi.spec, xapi-facts §0).
+# XCP-ng 8.3 ships xapi 26.1.4 with API 2.21 (xcp-ng-rpms/xapi SPECS/xapi.spec).
 API_VERSION_MAJOR = "2"
 API_VERSION_MINOR = "21"
 SOFTWARE_VERSION = {
@@ -116,7 +116,7 @@ def _build_networks(db, scenario, index, rng):
         index.networks[spec.name_label] = ref
         pif = spec.pif
         if pif is None:
-            continue  # internal network: PIFs = [] (xapi-facts §5 table)
+            continue  # internal network: PIFs = [] (xapi_network.ml ``create``)
         pif_ref = db.create(
             "PIF", device=pif.device, network=ref, host=index.host,
             MAC=pif.mac or mac_address(rng), MTU=spec.mtu, VLAN=-1, physical=True,

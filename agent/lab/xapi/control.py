@@ -113,7 +113,7 @@ class Controls(object):
     def host_disable(self, auto_enable=True, maintenance_mode=False):
         """Disable the host like host.disable(host, auto_enable) (user_requested_host_disable
         in xapi's memory); maintenance_mode also sets other_config MAINTENANCE_MODE=true, as
-        xsconsole does (xapi-facts §4.3)."""
+        xsconsole does (xsconsole plugins-base/XSFeatureHostCommon.py)."""
         host = self.index.host
         self.db.update("host", host, enabled=False)
         self.user_requested_host_disable = True
@@ -247,7 +247,7 @@ class Controls(object):
         """Simulate ``xe-toolstack-restart``: down for ``seconds``, then a start-up phase.
 
         While down the listeners are closed but the socket file stays (ConnectionRefusedError,
-        xapi-facts §3.6); every session is gone (a blocked event.from or a VM.start waiting
+        xapi.ml ``listen_unix_socket``); every session is gone (a blocked event.from or a VM.start waiting
         its start_delay loses its connection, no reply); the DB and
         its generation are kept. Xapi_fuse marks the host disabled on the way down; on the way
         up (after ``boot_seconds`` of HOST_STILL_BOOTING) consider_enabling_host re-enables it

@@ -1,6 +1,6 @@
 """The simulator's database: rows with generations, deletions, sessions, messages and events.
 
-Modelled on xapi's DB cache (xapi-facts §3.5): one global generation counter bumps on every
+Modelled on xapi's DB cache (ocaml/database/db_cache_types.ml): one global generation counter bumps on every
 write; each row remembers the generation it was created and last modified at; deletions are
 kept per table in a bounded list (grows to 512, trimmed to the newest 256, as in
 ``db_cache_types.ml`` Table.remove), so ``del`` events for very old tokens can be lost, as in
@@ -26,7 +26,8 @@ class _Row(object):
 
 
 def _subscription(text):
-    """Parse an event.from class string: "*", "<class>" or "<class>/<ref>" (xapi-facts §3.2)."""
+    """Parse an event.from class string: "*", "<class>" or "<class>/<ref>"
+    (xapi_event.ml ``Subscription.of_string``)."""
     text = str(text)
     if text == "*":
         return ("all",)
@@ -170,7 +171,7 @@ class Database(object):
         return refs[0]
 
     def where(self, cls, text):
-        """{ref: record} of rows matching a get_all_records_where expression (xapi-facts §5)."""
+        """{ref: record} of rows matching a get_all_records_where expression (db_cache_impl.ml)."""
         try:
             tree = expr.parse(text)
         except expr.ExprError as exc:
@@ -191,7 +192,7 @@ class Database(object):
     # --- messages --------------------------------------------------------------------------
 
     def add_message(self, **fields):
-        """Store a message (not a DB row: own generation, xapi-facts §3.2); returns its ref."""
+        """Store a message (not a DB row: own generation, xapi_message.ml); returns its ref."""
         with self.lock:
             record = schema.default_record("message")
             record["uuid"] = self.new_uuid()
@@ -234,7 +235,7 @@ class Database(object):
     # --- events ----------------------------------------------------------------------------
 
     def token(self):
-        """The current event.from token, ``%020d,%020d`` (xapi-facts §3.3)."""
+        """The current event.from token, ``%020d,%020d`` (xapi_event.ml ``Token``)."""
         with self.lock:
             return "%020d,%020d" % (self.generation, self.message_generation)
 
@@ -291,7 +292,7 @@ def _event(ident, lclass, operation, ref, snapshot):
     """One event struct, members in Event_types order; ``snapshot`` omitted for del."""
     event = collections.OrderedDict()
     event["id"] = ident
-    event["timestamp"] = "0.0"   # event.from always sends ts = "0.0" (xapi-facts §3.4)
+    event["timestamp"] = "0.0"   # event.from always sends ts = "0.0" (xapi_event.ml ``from_inner``)
     event["class"] = lclass
     event["operation"] = operation
     event["ref"] = ref

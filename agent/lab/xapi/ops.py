@@ -1,6 +1,6 @@
 """The XAPI operations with behaviour: host enable/disable, VM power, PBD plug, message.create.
 
-Error shapes and semantics are xapi's (xapi-facts §4.1, §4.2, §5): ``VM.start`` checks the power
+Error shapes and semantics are xapi's (xapi_host.ml, xapi_vm_lifecycle.ml, xapi_pbd.ml): ``VM.start`` checks the power
 state first (``VM_BAD_POWER_STATE [vm, "halted", actual]``), then placement: a disabled host or
 an unplugged SR of one of the VM's disks leaves no host, ``NO_HOSTS_AVAILABLE`` (``VM.start_on``
 names the reason: ``HOST_DISABLED [host]`` / ``VM_REQUIRES_SR [vm, sr]``); it returns only after

@@ -1,7 +1,7 @@
 """VM power transitions: domids, resident_on, VIF/VBD attachment, power hooks and a timeline.
 
 The order follows xapi: the network bridge and the backend devices exist before xapi writes
-``power_state = Running`` (``with_networks_attached_for_vm``, xapi-facts §6), so hooks run after
+``power_state = Running`` (xapi_xenops.ml ``with_networks_attached_for_vm``), so hooks run after
 the domid is chosen and *before* the new state is committed; watchers of event.from therefore
 never see Running before the lab has made the bridge and ``vif<domid>.<devid>``.
 """

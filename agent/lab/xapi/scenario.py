@@ -25,7 +25,7 @@ toolstack restart), ``pending_guidances`` or HA with an unplugged PBD forbid it.
 (in xapi's memory only: a toolstack restart re-enables the host).
 
 A network without ``pif`` is internal; its bridge is named ``xapiN`` by xapi's rule
-(xapi-facts §6) unless ``bridge`` is given.
+(xapi_network.ml ``choose_bridge_name``) unless ``bridge`` is given.
 """
 
 import pkgutil

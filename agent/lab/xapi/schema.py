@@ -1,6 +1,6 @@
 """The XAPI datamodel the simulator serves: classes, fields, defaults and value forms.
 
-Records are kept in their XML-RPC wire form, as xapi sends them (xapi-facts §1.3): API ints are
+Records are kept in their XML-RPC wire form, as xapi sends them (mirage/ocaml-rpc ``Xmlrpc``): API ints are
 decimal strings, refs are ``OpaqueRef:<uuid>`` strings (``OpaqueRef:NULL`` when unset), enums are
 their exact constant names, sets are lists and maps are dicts of strings, datetimes are
 ``xmlrpc.client.DateTime``. The field tables live in ``datamodel.txt`` next to this module.
@@ -132,7 +132,7 @@ def _sexpr_atom(text):
 
 
 def db_string(value):
-    """The DB string form of a wire value, which where-expressions compare (xapi-facts §5).
+    """The DB string form of a wire value, which where-expressions compare (db_filter.ml).
 
     Bools are "true"/"false", ints decimal, enums and refs as they are; sets and maps use the
     S-expression form of xapi's String_marshall_helper: ('a' 'b') and (('k' 'v')).

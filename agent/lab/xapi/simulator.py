@@ -152,7 +152,7 @@ class Simulator(Startup, PoolMember, Controls):
 
     @property
     def unix_url(self):
-        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (xapi-facts §1.1)."""
+        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (XenAPI.py ``UDSHTTPConnection``)."""
         return "http://%s/" % self.socket_path.replace("/", "_")
 
     @property
