@@ -146,3 +146,23 @@ def test_a_pool_member_in_emergency_mode_says_so_and_keeps_its_kernel_part():
     w.xapi.up = True
     w.xapi.connect()
     w.settle_until("HEALTHY")
+
+
+def test_a_bridge_that_outlives_the_halted_event_changes_nothing_until_it_goes():
+    """xapi may destroy the bridge after the Halted event (detach_for_vm runs later): the agent
+    decides on the kernel's bridge, not on the event's order; a reboot that keeps the bridge
+    (only the VIF swapped) is no drift at all."""
+    import attr
+    from agent import events as ev
+    from memworld import BRIDGE
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    vm = w.xapi.vm_view(w.xapi.vms["pfsense"])
+    w.agent.post(ev.VmChanged(attr.evolve(vm, power_state="Halted")))
+    w.settle_until("HEALTHY")
+    w.net.remove_link(BRIDGE)
+    w.settle_until("WAITING_VM")
+    w.net.add_link(BRIDGE)
+    w.agent.post(ev.VmChanged(vm))
+    w.settle_until("HEALTHY")
+    assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
