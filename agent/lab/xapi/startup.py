@@ -20,7 +20,8 @@ Follows xen-api v26.1.4:
   power-state=halted is-a-template=false is-a-snapshot=false --multiple``: one
   ``Async.VM.start`` after another, each waited for (``cli_operations.ml`` ``vm_start`` via
   ``do_vm_op`` / ``waiter``), in database order (``order`` is not looked at), errors ignored.
-- ``xapi_sr.ml`` periodic ``SR.stat`` (every 120 s, ``Xapi_globs``) rewrites each SR's sizes.
+- ``xapi_sr.ml`` ``physical_utilisation_thread``: every 120 s each locally plugged SR's sizes
+  are refreshed from ``SR.stat`` (a ``mod`` event).
 """
 
 import threading
