@@ -42,25 +42,41 @@ def test_async_failure_lands_in_error_info(sim, xenapi_session, wait_until):
     assert x.task.get_error_info(task) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
 
 
-def test_concurrent_start_meets_other_operation_then_bad_power_state(
-        sim_factory, sim_login, wait_until):
-    """While a start is in progress: OTHER_OPERATION_IN_PROGRESS ["VM", vm, "start", task];
-    once it runs: VM_BAD_POWER_STATE; current_operations holds the start meanwhile."""
+def test_concurrent_start_waits_for_the_other_then_bad_power_state(
+        sim_factory, sim_login, background, wait_until):
+    """While a start is in progress the VM's current_operations holds it; a second VM.start
+    does not get OTHER_OPERATION_IN_PROGRESS (with_vm_operation retries it): it waits for the
+    first to finish and then fails with VM_BAD_POWER_STATE."""
     sim = sim_factory(settings={"vm_start_seconds": 0.6})
     x = sim_login(sim).xenapi
+    other = sim_login(sim).xenapi
     vm = x.VM.get_by_name_label("pfsense")[0]
     task = x.Async.VM.start(vm, False, False)
     wait_until(lambda: x.VM.get_current_operations(vm), what="start marked on the VM")
     assert x.VM.get_current_operations(vm) == {task: "start"}
     assert x.VM.get_power_state(vm) == "Halted"
-    with pytest.raises(XenAPI.Failure) as failure:
-        x.VM.start(vm, False, False)
-    assert failure.value.details == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "start", task]
+    second = background(other.VM.start, vm, False, False)
     assert _task_done(x, task, wait_until) == "success"
+    second.join()
+    assert isinstance(second.error, XenAPI.Failure)
+    assert second.error.details == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
     assert x.VM.get_current_operations(vm) == {}
-    with pytest.raises(XenAPI.Failure) as failure:
-        x.VM.start(vm, False, False)
-    assert failure.value.details[0] == "VM_BAD_POWER_STATE"
+
+
+def test_a_waiting_start_can_be_cancelled(sim_factory, sim_login, wait_until):
+    """A start waiting for another operation's lock is cancellable: TASK_CANCELLED, status
+    cancelled (Helpers.retry checks TaskHelper.is_cancelling)."""
+    sim = sim_factory(settings={"vm_start_seconds": 2.0})
+    x = sim_login(sim).xenapi
+    vm = x.VM.get_by_name_label("pfsense")[0]
+    first = x.Async.VM.start(vm, False, False)
+    wait_until(lambda: x.VM.get_current_operations(vm), what="first start marked")
+    waiting = x.Async.VM.start(vm, False, False)
+    wait_until(lambda: x.task.get_allowed_operations(waiting) == ["cancel"], what="cancellable")
+    x.task.cancel(waiting)
+    assert _task_done(x, waiting, wait_until) == "cancelled"
+    assert x.task.get_error_info(waiting) == ["TASK_CANCELLED", waiting]
+    assert _task_done(x, first, wait_until) == "success"
 
 
 def test_autostart_starts_auto_poweron_vms_one_by_one_ignoring_order(sim_factory, sim_login):
@@ -92,7 +108,7 @@ def test_autostart_does_nothing_without_pool_auto_poweron(sim_factory):
 
 def test_autostart_after_init_wait_gives_up_races_a_client(sim_factory, sim_login, wait_until):
     """init never completes: xapi-autostart-vms runs when the init wait gives up; a client
-    starting the same VM then meets OTHER_OPERATION_IN_PROGRESS (or VM_BAD_POWER_STATE)."""
+    starting the same VM meanwhile waits for that start, then gets VM_BAD_POWER_STATE."""
     scenario = parse_scenario({"pool": {"auto_poweron": True},
                                "vm": [{"name_label": "fw", "auto_poweron": True}],
                                "simulator": {"autostart_vms": True, "init_completes": False,
@@ -102,8 +118,8 @@ def test_autostart_after_init_wait_gives_up_races_a_client(sim_factory, sim_logi
     vm = x.VM.get_by_name_label("fw")[0]
     wait_until(lambda: x.VM.get_current_operations(vm), what="autostart's start in progress")
     with pytest.raises(XenAPI.Failure) as failure:
-        x.VM.start(vm, False, False)
-    assert failure.value.details[:4] == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "start"]
+        x.VM.start(vm, False, False)   # waits for autostart's start, then:
+    assert failure.value.details == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
     wait_until(lambda: sim.autostart_runs == 1, what="autostart finished")
     assert x.VM.get_power_state(vm) == "Running"
 

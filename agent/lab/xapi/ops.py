@@ -11,7 +11,10 @@ import time
 import xmlrpc.client
 
 from . import localdb
-from .errors import XapiError
+from .errors import Disconnect, XapiError
+
+# Helpers.Repeat_with_uniform_backoff.standard: max_total_wait = 2 h.
+RETRY_MAX_TOTAL_WAIT = 7200.0
 
 # The message cls enum and the table its obj_uuid must be found in.
 MESSAGE_CLASSES = {"vm": ("VM", "VM"), "host": ("Host", "host"), "sr": ("SR", "SR"),
@@ -127,21 +130,8 @@ class _Ops(object):
                     raise XapiError("VM_REQUIRES_SR", vm, missing[0])
                 raise XapiError("NO_HOSTS_AVAILABLE")
         power = self.sim.power
-        with power.lock:
-            record = self.db.record("VM", vm)
-            # Xapi_vm_lifecycle.check_operation_error: the power state first
-            # (VM_BAD_POWER_STATE), then other operations in progress
-            # (report_concurrent_operations_error: OTHER_OPERATION_IN_PROGRESS
-            # ["VM", ref, op, task]); Message_forwarding.with_vm_operation then marks the VM.
-            if record["power_state"] == "Halted" and not record["is_a_template"]:
-                current = record["current_operations"]
-                if current:
-                    task, op = next(iter(current.items()))
-                    raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, op, task)
-            check(record)
-            task = ctx.task or self.db.new_ref()
-            self.db.mutate("VM", vm, lambda rec: rec["current_operations"].__setitem__(
-                task, "start"))
+        task = ctx.task or self.db.new_ref()
+        self._mark_vm(vm, task, "start", check)
         try:
             power.note(vm, "start_requested")
             seconds = float(self.sim.settings["vm_start_seconds"])
@@ -161,6 +151,40 @@ class _Ops(object):
                 if self.db.exists("VM", vm):
                     self.db.mutate("VM", vm, lambda rec: rec["current_operations"].pop(task, None))
         return ""
+
+    def _mark_vm(self, vm, task, op, check):
+        """Xapi_vm_helpers.with_vm_operation: take the VM's operation lock for ``task``.
+
+        Under Helpers.retry_with_global_lock: Xapi_vm_lifecycle.check_operation_error checks
+        the power state first (VM_BAD_POWER_STATE), then other operations in progress
+        (OTHER_OPERATION_IN_PROGRESS ["VM", ref, op, task]); that second error is *not*
+        returned: retry waits (policy ``standard``: 1-20 s back-off, woken early by
+        Early_wakeup.broadcast when the other operation ends, up to 2 h) and checks again, so
+        a start that meets another client's start waits for it and then fails with
+        VM_BAD_POWER_STATE. The waiting task is cancellable (TASK_CANCELLED [task]).
+        """
+        power, tasks = self.sim.power, self.sim.tasks
+        tasks.set_cancellable(task)
+        deadline = time.monotonic() + RETRY_MAX_TOTAL_WAIT
+        while True:
+            if tasks.is_cancelling(task):
+                raise XapiError("TASK_CANCELLED", task)
+            with power.lock:
+                record = self.db.record("VM", vm)
+                busy = None
+                if record["power_state"] == "Halted" and not record["is_a_template"]:
+                    busy = next(iter(record["current_operations"].items()), None)
+                if busy is None:
+                    check(record)
+                    self.db.mutate("VM", vm, lambda rec: rec["current_operations"].__setitem__(
+                        task, op))
+                    return
+            if time.monotonic() >= deadline:
+                raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, busy[1], busy[0])
+            if self.sim.outage:
+                raise Disconnect()
+            with self.db.lock:
+                self.db.changed.wait(0.2)   # the other operation's unmark wakes us
 
     def vm_start(self, ctx, session, vm, start_paused, force):
         """VM.start(vm, start_paused, force)."""
