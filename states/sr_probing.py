@@ -174,10 +174,15 @@ def work(ctx, event):
     unknown = desired.unknown_srs(ctx.config, ctx.facts)
     for sr, what in unknown:
         ctx.set_reason(_key(sr), unknown_text(what))
+    unknown_srs = [u for u, _w in unknown]
     for sr in ctx.config.srs:
-        if sr not in spent and sr not in [u for u, _w in unknown] and \
-                not ctx.retries[_key(sr)].spent:
-            ctx.clear_reason(_key(sr))  # resolved since (a new uuid, the SR re-introduced)
+        if sr in unknown_srs or sr in detached:
+            continue
+        # plugged (by this agent, by xapi at start-up, or by a plug whose reply timed out),
+        # or resolved since (a corrected uuid): that step has succeeded
+        if sr.uuid in ctx.facts.pbds:
+            ctx.retries[_key(sr)].succeeded()
+        ctx.clear_reason(_key(sr))
     done = run_autostart(ctx)
     if spent or unknown:
         return "budget_spent"

@@ -166,3 +166,16 @@ def test_a_bridge_that_outlives_the_halted_event_changes_nothing_until_it_goes()
     w.agent.post(ev.VmChanged(vm))
     w.settle_until("HEALTHY")
     assert (BRIDGE, "192.0.2.2/24") in w.net.addresses
+
+
+def test_an_sr_plugged_by_a_plug_whose_reply_timed_out_leaves_degraded():
+    """Plugs fail (timed out) past the budget: DEGRADED sr:<uuid>; the PBD then turns up
+    attached (XAPI finished a plug whose reply the agent gave up on): HEALTHY, reason gone."""
+    w = MemWorld(storage_up=True, start=False)
+    w.xapi.plug_failures[SR] = 100
+    w.boot()
+    w.settle(max_time=20.0)
+    assert w.agent.state == "DEGRADED" and "sr:" + SR in w.agent.reasons
+    w.xapi.set_pbd(SR, True)
+    w.settle_until("HEALTHY")
+    assert not w.agent.reasons
