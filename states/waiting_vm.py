@@ -3,8 +3,11 @@
 The bridge (xapiN) of a PIF-less network exists only while one of its VIFs is plugged
 (xapi-facts §6), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
 can start. When this run re-enabled the host (MAINTENANCE), the uplink VMs are started here,
-first of all VMs, with backoff on failure -- once per boot: after every binding's bridge has
-existed (``uplinks_seen``), an uplink VM that halts was stopped by someone, and stays stopped.
+first of all VMs, with backoff on failure -- once per fix: after every binding's bridge has
+existed (``uplinks_seen``), an uplink VM that halts while the host stays enabled was stopped by
+someone, and stays stopped; a host disabled again and locked out (its firewall evacuated) is
+fixed again and owed its uplink VMs again (MAINTENANCE resets ``uplinks_seen``). Another
+client starting the VM (OTHER_OPERATION_IN_PROGRESS) is waited for, never doubled.
 """
 
 from agent import desired
@@ -82,7 +85,8 @@ def started_elsewhere(ctx, event):
 
 def owes_uplinks(ctx):
     """True while the agent must start the uplink VMs: it re-enabled the locked-out host, whose
-    own autostart therefore did not run, and they have not come up since in this boot."""
+    own autostart therefore did not run (or whose firewall was evacuated), and they have not
+    come up since that fix."""
     facts = ctx.facts
     return (facts.host_fixed and not facts.uplinks_seen and ctx.config.maintenance.autostart
             and facts.xapi_up)
