@@ -179,3 +179,16 @@ def test_an_sr_plugged_by_a_plug_whose_reply_timed_out_leaves_degraded():
     w.xapi.set_pbd(SR, True)
     w.settle_until("HEALTHY")
     assert not w.agent.reasons
+
+
+def test_a_pbd_unplugged_between_its_plug_and_the_reply_is_plugged_again():
+    """The plug succeeds, someone unplugs the PBD before the reply (whose value is
+    currently_attached read after the plug: False): the agent does not take the reply's word
+    for it, probes again and plugs again."""
+    w = MemWorld(start=False)
+    w.xapi.unplug_after_plug.add(SR)
+    w.boot()
+    w.settle_until("HEALTHY")
+    plugs = [c for c in w.xapi.calls if c[0].kind == "plug_pbd"]
+    assert len(plugs) == 2 and w.xapi.pbd_attached[SR]
+    assert any(e["result"] == "ok, but detached again since" for e in _effects(w))

@@ -181,6 +181,7 @@ class MemoryXapi(Xapi):
         self.user_disabled = False     # a plain host.disable in this xapi process (in memory only)
         self.starting_elsewhere = set()  # VM names another client is starting right now
         self.lost_error = "connection refused"  # what XapiLost says while down
+        self.unplug_after_plug = set()  # sr uuids unplugged right after their next plug
 
     # --- world setup -------------------------------------------------------------------------
 
@@ -282,7 +283,10 @@ class MemoryXapi(Xapi):
             self.plug_failures[uuid] = max(0, self.plug_failures.get(uuid, 0) - 1)
             return False, ["SR_BACKEND_FAILURE_108", "", "Unable to detect an NFS service on this target.", ""], None
         self.set_pbd(uuid, True)
-        return True, (), ""
+        if uuid in self.unplug_after_plug:   # someone unplugs it before the reply is sent
+            self.unplug_after_plug.discard(uuid)
+            self.set_pbd(uuid, False)
+        return True, (), self.pbd_attached[uuid]
 
     def _do_list_autostart(self, action):
         return True, (), tuple(self.vm_view(v) for v in self.vms.values()
