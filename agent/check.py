@@ -13,7 +13,6 @@ Python 3.6 compatible.
 
 import argparse
 import difflib
-import ipaddress
 import os
 import stat
 import sys
@@ -302,15 +301,12 @@ def _probe_target(where, sr, pbd, targets):
     if not targets:
         return failed("%s: no storage target to probe (%s names no server)" % (where, source),
                       'add probe = ["<storage server IP>"] to this [[sr]]')
-    for target in targets:
-        try:
-            ipaddress.ip_address(target)
-        except ValueError:
-            # The prober sends ICMP to addresses only; DNS may well be unreachable until the
-            # firewall routes dom0 (agent/adapters/prober.py).
-            return failed("%s: storage target '%s' (from %s) is a name, not an IP address"
-                          % (where, target, source),
-                          'add probe = ["<IP address of %s>"] to this [[sr]]' % target)
+    from agent.sm_targets import is_address, split_target
+    names = sorted(set(h for h, _port in map(split_target, targets) if not is_address(h)))
+    if names:
+        # resolved at each probe (agent/adapters/tcp_probe.py): SR_PROBING runs once dom0 is
+        # routed, so DNS through the firewall, or /etc/hosts, can answer by then
+        source += "; %s resolved at each probe" % ", ".join(names)
     return passed("%s probes %s (from %s)" % (where, ", ".join(targets), source))
 
 

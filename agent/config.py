@@ -24,6 +24,7 @@ except ImportError:  # Python < 3.11 (dom0: 3.6 with tomli 1.2.3)
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG
 ENABLE_HOST_CHOICES = ("when-locked-out", "always", "never")
+PROBE_MODES = ("tcp", "icmp")
 MAX_SECONDS = 86400.0  # longer waits are typos, and huge ones overflow threading timeouts
 MIN_TRACE_BYTES = 4096
 
@@ -132,10 +133,14 @@ class ManagementConfig(object):
 
 @attr.s(frozen=True, slots=True)
 class SrConfig(object):
-    """A network SR to re-plug; ``probe`` empty means the PBD's device_config server."""
+    """A network SR to re-plug; ``probe`` empty means the PBD's device_config server; in
+    ``probe_mode`` "tcp" the service ports are probed (``probe_ports``, else agent/sm_targets.py),
+    in "icmp" the hosts are pinged."""
 
     uuid = attr.ib(converter=lambda u: u.lower())
     probe = attr.ib(default=(), converter=_tuple_of(ipaddress.ip_address))
+    probe_mode = attr.ib(default="tcp")
+    probe_ports = attr.ib(default=(), converter=tuple)
 
 
 @attr.s(frozen=True, slots=True)
@@ -234,6 +239,7 @@ class Config(object):
 # --- schema: the keys of agent.toml.example -----------------------------------------------------
 
 STR, NUM, INT, BOOL, STRS = "string", "number", "integer", "boolean", "list of strings"
+INTS = "list of integers"
 
 _SECTIONS = (  # (name, class, is array of tables, {key: kind}) in the order they are checked
     ("xapi", XapiConfig, False, {"url": STR, "socket": STR, "username": STR,
@@ -243,7 +249,7 @@ _SECTIONS = (  # (name, class, is array of tables, {key: kind}) in the order the
     ("route", RouteConfig, False, {"gateway4": STR, "gateway6": STR, "probe": BOOL,
                                    "prefer": STRS}),
     ("management", ManagementConfig, False, {"bridge": STR, "inventory": STR, "mirror": BOOL}),
-    ("sr", SrConfig, True, {"uuid": STR, "probe": STRS}),
+    ("sr", SrConfig, True, {"uuid": STR, "probe": STRS, "probe_mode": STR, "probe_ports": INTS}),
     ("maintenance", MaintenanceConfig, False, {"enable_host": STR, "autostart": BOOL,
                                                "require_pool_auto_poweron": BOOL}),
     ("timing", TimingConfig, False, {"event_timeout": NUM, "probe_interval": NUM,
@@ -261,6 +267,7 @@ _HOW = {
     INT: "write a whole number without quotes, e.g. %s = 5",
     BOOL: "write true or false without quotes, e.g. %s = true",
     STRS: 'write a list of strings, e.g. %s = ["a", "b"]',
+    INTS: "write a list of whole numbers without quotes, e.g. %s = [2049]",
 }
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -481,6 +488,13 @@ class _Checker(object):
                     self.fail(at + (i,), "expected a string, got %s; %s"
                               % (_kind_of(item), _HOW[STR] % key))
                 self.no_nul(at + (i,), item)
+            return list(value)
+        if kind == INTS:
+            if not isinstance(value, list):
+                self.fail(at, "expected a list of integers, got %s; %s" % (_kind_of(value), fix))
+            for i, item in enumerate(value):
+                if not isinstance(item, int) or isinstance(item, bool):
+                    self.fail(at + (i,), "expected an integer, got %s; %s" % (_kind_of(item), fix))
             return list(value)
         ok = {STR: isinstance(value, str),
               BOOL: isinstance(value, bool),
@@ -766,7 +780,21 @@ def _check_srs(ck, raws):
                 ck.fail(at + ("probe", j), "%s cannot answer a ping; give the storage server's "
                         "address" % target, needle=text)
             probes.append(target)
-        srs.append(SrConfig(uuid, probes))
+        mode = raw["probe_mode"]
+        if mode not in PROBE_MODES:
+            near = _closest(mode, PROBE_MODES)
+            ck.fail(at + ("probe_mode",), '%s is not "tcp" (connect to the storage service\'s '
+                    'port, as SM does) or "icmp" (ping); %s' % (
+                        _show(mode), 'did you mean "%s"?' % near if near else "pick one"))
+        ports = list(raw["probe_ports"] or ())
+        for j, port in enumerate(ports):
+            if not 1 <= port <= 65535:
+                ck.fail(at + ("probe_ports", j), "%d is not a TCP port; use 1-65535, e.g. 2049 "
+                        "(NFS), 445 (SMB), 3260 (iSCSI)" % port)
+        if ports and mode == "icmp":
+            ck.fail(at + ("probe_ports",), 'ports are not pinged; remove probe_ports or set '
+                    'probe_mode = "tcp"')
+        srs.append(SrConfig(uuid, probes, mode, ports))
     return srs
 
 

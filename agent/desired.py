@@ -6,8 +6,8 @@ state steps both read them, so "what we want" is written down exactly once.
 
 import functools
 import ipaddress
-import re
 
+from agent import sm_targets
 from agent.facts import interface_text, mirror_of
 
 
@@ -151,22 +151,15 @@ def missing_bridges(config, facts):
     return out
 
 
-_LOCATION_HOST = re.compile(r"^(?://|\\\\)\[?([^/\\\]]+)")
-
-
 def storage_targets(sr_config, pbd):
-    """Probe targets of an SR: the config's, else the PBD's NFS/CIFS server (names kept as text)."""
-    if sr_config.probe:
-        return [str(t) for t in sr_config.probe]
-    if pbd is None:
+    """Probe targets of an SR (agent/sm_targets.py): in probe_mode "tcp" the service ports SM
+    connects to ("host:port"), on the config's probe addresses or the PBD's servers (names kept
+    as text, resolved at probe time); in "icmp" the bare hosts, to ping."""
+    if pbd is None and not sr_config.probe:
         return []
-    device_config = dict(pbd.device_config)
-    server = device_config.get("server", "")
-    if not server:
-        # CIFS: location is //host/share or \\host\share
-        match = _LOCATION_HOST.match(device_config.get("location", ""))
-        server = match.group(1) if match else ""
-    return [server] if server else []
+    sr_type, device_config = (pbd.sr_type, dict(pbd.device_config)) if pbd is not None else ("", {})
+    return sm_targets.targets_for(sr_type, device_config, sr_config.probe_mode,
+                                  [str(t) for t in sr_config.probe], sr_config.probe_ports)
 
 
 def detached_srs(config, facts):
@@ -176,6 +169,18 @@ def detached_srs(config, facts):
         pbd = facts.pbds.get(sr.uuid)
         if pbd is not None and not pbd.attached:
             out.append(sr)
+    return out
+
+
+def unknown_srs(config, facts):
+    """[(SrConfig, what XAPI lacks)] for configured SRs XAPI does not know on this host (no such
+    uuid, or no PBD here): SR_PROBING keeps them as DEGRADED reasons until they appear."""
+    out = []
+    for sr in config.srs:
+        prefix = "sr %s" % sr.uuid
+        found = [m for m in facts.missing if m == prefix or m.startswith(prefix + " ")]
+        if found and sr.uuid not in facts.pbds:
+            out.append((sr, found[0]))
     return out
 
 

@@ -36,6 +36,9 @@ class Facts(object):
         self.routes_held = {}      # family -> the default route the agent last ensured
         self.host_fixed = False    # this run called host.enable successfully
         self.host_enable_sent = False  # this run asked for host.enable (persisted before the call)
+        self.xapi_starting = False  # host.enable said HOST_STILL_BOOTING (see MAINTENANCE)
+        self.enable_refused = ""   # why XAPI refuses host.enable (MAINTENANCE.REFUSALS), until enabled
+        self.vm_waits = {}         # vm ref -> why its VM.start waits on another client's
         self.autostart_done = False
         self.uplinks_seen = False  # every binding's bridge has existed in this boot (see WAITING_VM)
         self.autostart_queue = None  # list of groups (lists of VmView) while autostart runs
@@ -54,6 +57,8 @@ class Facts(object):
         self.xapi_up = True
         self.xapi_error = ""
         self.host = world.host
+        if world.host.enabled:
+            self.enable_refused = ""
         self.vms = dict((vm.ref, vm) for vm in world.vms)
         self.pbds = dict((p.sr_uuid, p) for p in world.pbds)
         self.bridges = tuple(b.bridge for b in world.bindings)
@@ -65,6 +70,8 @@ class Facts(object):
 
     def _on_host_changed(self, e):
         self.host = e.host
+        if e.host.enabled:
+            self.enable_refused = ""
 
     def _on_vm_changed(self, e):
         if e.vm.power_state == "Deleted":

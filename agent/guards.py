@@ -7,7 +7,13 @@ from agent import desired
 
 
 def needs_host_fix(config, facts):
-    """Host disabled and [maintenance] enable_host allows calling host.enable now."""
+    """Host disabled and [maintenance] enable_host allows calling host.enable now (not while
+    XAPI refuses it for a reason retrying cannot fix: MAINTENANCE keeps that as DEGRADED)."""
+    return host_fix_allowed(config, facts) and not facts.enable_refused
+
+
+def host_fix_allowed(config, facts):
+    """Host disabled and [maintenance] enable_host allows a fix (whatever XAPI answers)."""
     host = facts.host
     if host is None or host.enabled:
         return False
@@ -36,8 +42,8 @@ def routes_present(config, facts):
 
 
 def srs_attached(config, facts):
-    """No configured SR is known to be detached on this host."""
-    return not desired.detached_srs(config, facts)
+    """No configured SR is known to be detached on this host, or unknown to XAPI."""
+    return not desired.detached_srs(config, facts) and not desired.unknown_srs(config, facts)
 
 
 def has_storage_work(config, facts):
@@ -46,8 +52,9 @@ def has_storage_work(config, facts):
 
 
 def has_missing_labels(config, facts):
-    """A label in the config resolved to no XAPI object."""
-    return bool(facts.missing)
+    """A network or VM label in the config resolved to no XAPI object (an unknown SR is
+    SR_PROBING's reason: the network can still be brought up)."""
+    return any(not m.startswith("sr ") for m in facts.missing)
 
 
 def has_xapi_world(config, facts):
@@ -60,12 +67,15 @@ def drift(trigger, config, facts, mgmt_bridge):
     if trigger == "host_disabled":
         return needs_host_fix(config, facts)
     if trigger == "uplink_lost":
-        # only a resolved bridge can be lost; an unresolved label is BOOTING's/DEGRADED's reason
-        return any(bridge for _network, bridge in desired.missing_bridges(config, facts))
+        # only a resolved bridge can be lost; an unresolved label is BOOTING's/DEGRADED's reason;
+        # while XAPI refuses host.enable the lost bridge is a consequence, kept in DEGRADED
+        return not facts.enable_refused and \
+            any(bridge for _network, bridge in desired.missing_bridges(config, facts))
     if trigger == "address_lost":
         return not addresses_present(config, facts, mgmt_bridge)
-    if trigger == "route_lost":
-        return not routes_present(config, facts)
+    if trigger == "route_lost":  # (a route through the bridge a refusal lost: as above)
+        return not routes_present(config, facts) and not (
+            facts.enable_refused and desired.missing_bridges(config, facts))
     if trigger == "pbd_detached":
         return not srs_attached(config, facts)
     raise ValueError("not a drift trigger: %s" % trigger)

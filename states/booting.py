@@ -20,8 +20,9 @@ def work(ctx, event):
     if facts.world is not None and facts.xapi_up:
         ctx.retries["xapi"].succeeded()
         ctx.clear_reason("xapi")
-        if facts.missing:
-            ctx.set_reason("labels", "not found in XAPI: " + ", ".join(facts.missing))
+        labels = [m for m in facts.missing if not m.startswith("sr ")]  # SRs: SR_PROBING's
+        if labels:
+            ctx.set_reason("labels", "not found in XAPI: " + ", ".join(labels))
         else:
             ctx.clear_reason("labels")
         return "xapi_answered"

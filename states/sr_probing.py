@@ -14,6 +14,7 @@ from agent import desired
 from agent import events as ev
 from agent.ports import UNSENT
 from agent.world import ListAutostart, PlugPbd, StartVm
+from states import waiting_vm
 
 NAME = "SR_PROBING"
 WAITS_FOR = "every configured SR plugged on this host, then the autostart VMs started"
@@ -56,7 +57,12 @@ def reply(ctx, event):
     if isinstance(event, ev.ActionDone) and isinstance(event.action, PlugPbd):
         key = "sr:" + event.action.sr_uuid
         pbd = facts.pbds.get(event.action.sr_uuid)
-        if event.ok:
+        if event.ok and event.value is False:
+            # plugged, then detached again before the reply (read by the adapter after the
+            # plug): the PbdChanged saying so came first; probe again
+            ctx.effect("PBD.plug %s" % key, "ok, but detached again since")
+            ctx.arm("probe:" + key, ctx.next_probe_in(key))
+        elif event.ok:
             if pbd is not None:
                 facts.pbds[pbd.sr_uuid] = attr.evolve(pbd, attached=True)
             ctx.retries[key].succeeded()
@@ -82,13 +88,21 @@ def reply(ctx, event):
         if event.ok:
             ctx.effect("VM.start %s" % name, "ok")
             _drop_started(facts, event.action.vm_ref)
+        elif waiting_vm.started_elsewhere(ctx, event):
+            # xapi-autostart-vms is starting it: its group stays until the wait is over, then
+            # the list is read again (a VM that runs by then is no longer listed)
+            facts.autostart_queue = None
+            ctx.arm("retry:autostart", ctx.config.timing.backoff_cap)
         else:
-            error = " ".join(event.error)
+            error = " ".join(str(e) for e in event.error)
+            if error.startswith("VM_BAD_POWER_STATE"):
+                # already running (another client started it): nothing to do, no failure
+                ctx.effect("VM.start %s" % name, "not needed: %s (started by another client)" % error)
+                _drop_started(facts, event.action.vm_ref)
+                return
             retry = ctx.retries["vm:" + name]
             delay = retry.failed(error)
-            if error.startswith("VM_BAD_POWER_STATE"):
-                _drop_started(facts, event.action.vm_ref)  # already running: nothing to do
-            elif retry.spent:
+            if retry.spent:
                 ctx.effect("VM.start %s" % name, "failed: %s; giving up" % error, ok=False)
                 _drop_started(facts, event.action.vm_ref)
             else:
@@ -157,18 +171,40 @@ def work(ctx, event):
     for sr in spent:
         retry = ctx.retries[_key(sr)]
         ctx.set_reason(_key(sr), "not plugged after %d attempts: %s" % (retry.failures, retry.last_error))
+    unknown = desired.unknown_srs(ctx.config, ctx.facts)
+    for sr, what in unknown:
+        ctx.set_reason(_key(sr), unknown_text(what))
+    unknown_srs = [u for u, _w in unknown]
+    for sr in ctx.config.srs:
+        if sr in unknown_srs or sr in detached:
+            continue
+        # plugged (by this agent, by xapi at start-up, or by a plug whose reply timed out),
+        # or resolved since (a corrected uuid): that step has succeeded
+        if sr.uuid in ctx.facts.pbds:
+            ctx.retries[_key(sr)].succeeded()
+        ctx.clear_reason(_key(sr))
     done = run_autostart(ctx)
-    if spent:
+    if spent or unknown:
         return "budget_spent"
     if not detached and done:
         return "srs_attached"
     return None
 
 
+def unknown_text(what):
+    """The DEGRADED reason of a configured SR XAPI does not know on this host."""
+    if "no PBD" in what:
+        return ("%s: XAPI has this SR but no PBD of it on this host; fix: create and plug one "
+                "(xe pbd-create host-uuid=... sr-uuid=... device-config:...) or drop the [[sr]]"
+                % what)
+    return ("%s: XAPI knows no SR with this uuid; fix: correct [[sr]] uuid in agent.toml "
+            "(xe sr-list params=uuid,name-label), then systemctl kill -s HUP sspn-agent" % what)
+
+
 def blockers(ctx):
     """Detached SRs with their last error, pool-master hints, and pending autostart groups."""
     facts = ctx.facts
-    out = []
+    out = [unknown_text(what) for _sr, what in desired.unknown_srs(ctx.config, facts)]
     for sr in desired.detached_srs(ctx.config, facts):
         pbd = facts.pbds[sr.uuid]
         retry = ctx.retries[_key(sr)]

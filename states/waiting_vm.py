@@ -3,8 +3,11 @@
 The bridge (xapiN) of a PIF-less network exists only while one of its VIFs is plugged
 (docs/xapi-behaviour.md §8), so the kernel's RTM_NEWLINK -- not XAPI's power_state -- says when binding
 can start. When this run re-enabled the host (MAINTENANCE), the uplink VMs are started here,
-first of all VMs, with backoff on failure -- once per boot: after every binding's bridge has
-existed (``uplinks_seen``), an uplink VM that halts was stopped by someone, and stays stopped.
+first of all VMs, with backoff on failure -- once per fix: after every binding's bridge has
+existed (``uplinks_seen``), an uplink VM that halts while the host stays enabled was stopped by
+someone, and stays stopped; a host disabled again and locked out (its firewall evacuated) is
+fixed again and owed its uplink VMs again (MAINTENANCE resets ``uplinks_seen``). Another
+client starting the VM (OTHER_OPERATION_IN_PROGRESS) is waited for, never doubled.
 """
 
 from agent import desired
@@ -31,23 +34,53 @@ def work(ctx, event):
 
 def reply(ctx, event):
     """Record how an uplink VM.start went, with backoff on failure (also after WAITING_VM was
-    left: the bridge usually appears before VM.start returns)."""
+    left: the bridge usually appears before VM.start returns). OTHER_OPERATION_IN_PROGRESS
+    means another client (xapi-autostart-vms) is starting it: wait for its power state."""
     if not (isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm)):
         return
-    key = "vm:" + event.action.name_label
+    name = event.action.name_label
+    key = "vm:" + name
     if event.ok:
         ctx.retries[key].succeeded()
-        ctx.effect("VM.start %s" % event.action.name_label, "ok")
-    else:
-        delay = ctx.retries[key].failed(" ".join(event.error))
-        ctx.effect("VM.start %s" % event.action.name_label, "failed: %s" % " ".join(event.error),
-                   ok=False, retry_in=round(delay, 3))
-        ctx.arm("retry:" + key, delay)
+        ctx.effect("VM.start %s" % name, "ok")
+        return
+    error = " ".join(str(e) for e in event.error)
+    if started_elsewhere(ctx, event):
+        return
+    if error.startswith("VM_BAD_POWER_STATE"):
+        # not halted (another client started it; or suspended): no failure counted, and not
+        # asked again before backoff_cap (its event says what it became)
+        wait = ctx.config.timing.backoff_cap
+        ctx.effect("VM.start %s" % name, "not needed: %s (not halted)" % error,
+                   retry_in=round(wait, 3))
+        ctx.arm("retry:" + key, wait)
+        return
+    delay = ctx.retries[key].failed(error)
+    ctx.effect("VM.start %s" % name, "failed: %s" % error, ok=False, retry_in=round(delay, 3))
+    ctx.arm("retry:" + key, delay)
+
+
+def started_elsewhere(ctx, event):
+    """True when a VM.start failed with OTHER_OPERATION_IN_PROGRESS: someone else is starting
+    the VM (xen-api xapi_vm_lifecycle.ml: one operation at a time), so the agent never starts
+    it twice; it waits for the power state and asks again only after backoff_cap seconds,
+    counting nothing against the budget. Says so in the trace."""
+    if not event.error or event.error[0] != "OTHER_OPERATION_IN_PROGRESS":
+        return False
+    name = event.action.name_label
+    wait = ctx.config.timing.backoff_cap
+    ctx.facts.vm_waits[event.action.vm_ref] = " ".join(str(e) for e in event.error)
+    ctx.effect("VM.start %s" % name, "another client is starting it (%s; xapi-autostart-vms?): "
+               "waiting for its power state, not starting it twice"
+               % " ".join(str(e) for e in event.error), retry_in=round(wait, 3))
+    ctx.arm("retry:vm:" + name, wait)
+    return True
 
 
 def owes_uplinks(ctx):
     """True while the agent must start the uplink VMs: it re-enabled the locked-out host, whose
-    own autostart therefore did not run, and they have not come up since in this boot."""
+    own autostart therefore did not run (or whose firewall was evacuated), and they have not
+    come up since that fix."""
     facts = ctx.facts
     return (facts.host_fixed and not facts.uplinks_seen and ctx.config.maintenance.autostart
             and facts.xapi_up)
@@ -63,6 +96,7 @@ def start_uplinks(ctx):
             continue
         vm = vms[0]
         if not ctx.timers.armed("retry:vm:" + vm.name_label):
+            ctx.facts.vm_waits.pop(vm.ref, None)  # still halted after the wait: start it
             ctx.request(StartVm(vm.ref, vm.name_label))
 
 

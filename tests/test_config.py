@@ -725,6 +725,7 @@ GOOD = {
     "integer": st.integers(-5, 10 ** 7),
     "boolean": st.booleans(),
     "list of strings": st.lists(PLAUSIBLE, max_size=4),
+    "list of integers": st.lists(st.integers(-1, 70000), max_size=3),
 }
 ADDRESSES = ["192.0.2.2/24", "192.0.2.3/24", "198.51.100.2/24", "2001:db8:1::2/64",
              "2001:db8:2::2/64", "192.0.2.2", "192.0.2.2/32", "fe80::2/64", "192.0.2.0/24",
@@ -748,6 +749,7 @@ PER_KEY = {  # plausible values per key, so well-typed documents reach every sem
     "bridge": st.sampled_from(["", "xenbr0", "bad name", "a" * 16]),
     "inventory": st.sampled_from(["/etc/xensource-inventory", "inventory"]),
     "uuid": st.sampled_from(UUIDS),
+    "probe_mode": st.sampled_from(["tcp", "icmp", "tpc"]),
     "enable_host": st.sampled_from(list(("when-locked-out", "always", "never", "sometimes"))),
     "retry_budget": st.sampled_from([0, 1, 5]),
     "trace_max_bytes": st.sampled_from([100, 4096, 1048576]),

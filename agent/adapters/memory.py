@@ -177,6 +177,11 @@ class MemoryXapi(Xapi):
         self.reply_first = False       # a call's reply arrives before the events it caused (as
                                        # with xapi: event.from and netlink come later)
         self.started = False
+        self.enable_refusal = None     # host.enable fails with this ErrorDescription (a list)
+        self.user_disabled = False     # a plain host.disable in this xapi process (in memory only)
+        self.starting_elsewhere = set()  # VM names another client is starting right now
+        self.lost_error = "connection refused"  # what XapiLost says while down
+        self.unplug_after_plug = set()  # sr uuids unplugged right after their next plug
 
     # --- world setup -------------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class MemoryXapi(Xapi):
         if self.up:
             self.post(ev.XapiConnected(self.world()))
         else:
-            self.post(ev.XapiLost("connection refused"))
+            self.post(ev.XapiLost(self.lost_error))
 
     def request(self, action):
         self.calls.append((action, self.host.enabled, self.host.deliberately_disabled,
@@ -251,6 +256,8 @@ class MemoryXapi(Xapi):
     def _do_enable_host(self, action):
         if self.booting:
             return False, ["HOST_STILL_BOOTING"], None
+        if self.enable_refusal:
+            return False, list(self.enable_refusal), None
         self.set_host(enabled=True)
         return True, (), ""
 
@@ -258,6 +265,9 @@ class MemoryXapi(Xapi):
         vm = next((v for v in self.vms.values() if v.ref == action.vm_ref), None)
         if vm is None:
             return False, ["HANDLE_INVALID", "VM", action.vm_ref], None
+        if vm.name in self.starting_elsewhere:
+            return False, ["OTHER_OPERATION_IN_PROGRESS", "VM", vm.ref, "start",
+                           "OpaqueRef:task-elsewhere"], None
         if vm.power_state == "Running":
             return False, ["VM_BAD_POWER_STATE", vm.ref, "halted", "running"], None
         if not self.host.enabled:
@@ -273,7 +283,10 @@ class MemoryXapi(Xapi):
             self.plug_failures[uuid] = max(0, self.plug_failures.get(uuid, 0) - 1)
             return False, ["SR_BACKEND_FAILURE_108", "", "Unable to detect an NFS service on this target.", ""], None
         self.set_pbd(uuid, True)
-        return True, (), ""
+        if uuid in self.unplug_after_plug:   # someone unplugs it before the reply is sent
+            self.unplug_after_plug.discard(uuid)
+            self.set_pbd(uuid, False)
+        return True, (), self.pbd_attached[uuid]
 
     def _do_list_autostart(self, action):
         return True, (), tuple(self.vm_view(v) for v in self.vms.values()
@@ -314,6 +327,19 @@ class MemoryXapi(Xapi):
         if self.up:
             self.post(ev.PbdChanged(self.pbd_view(uuid)))
 
+    def finish_boot(self):
+        """xapi's start-up completes: it enables the host itself unless told not to (xen-api
+        xapi_host_helpers.ml consider_enabling_host), and HOST_STILL_BOOTING ends."""
+        self.booting = False
+        if not self.host.enabled and self.host.auto_enable and not self.user_disabled \
+                and not self.enable_refusal:
+            self.set_host(enabled=True)
+
+    def finish_start_elsewhere(self, name):
+        """Another client's VM.start (xapi-autostart-vms) of ``name`` completes."""
+        self.starting_elsewhere.discard(name)
+        self.set_power(name, "Running")
+
     def restart(self):
         """A toolstack restart: the connection drops, then a full resync."""
         self.post(ev.XapiLost("connection refused"))
@@ -321,16 +347,26 @@ class MemoryXapi(Xapi):
 
 
 class MemoryProber(Prober):
-    """Answers from a set of reachable targets, at once."""
+    """Answers from a set of reachable hosts, at once; a ``host:port`` target answers when its
+    host is reachable and the port is not in ``services_down`` (a NAS whose nfsd is not up)."""
 
     def __init__(self, post=None):
         self.post = post or (lambda e: None)
         self.reachable = set()
+        self.services_down = set()   # "host:port" texts that refuse while the host answers
         self.rounds = []
+
+    def answers(self, target):
+        """True when ``target`` would answer now."""
+        from agent.sm_targets import split_target
+        host, port = split_target(target)
+        if port is not None and target in self.services_down:
+            return False
+        return target in self.reachable or host in self.reachable
 
     def probe(self, key, targets, timeout):
         self.rounds.append((key, tuple(targets)))
-        self.post(ev.ProbeDone(key, dict((t, t in self.reachable) for t in targets)))
+        self.post(ev.ProbeDone(key, dict((t, self.answers(t)) for t in targets)))
 
 
 class MemoryReport(Report):

@@ -1,4 +1,8 @@
-"""ICMP prober: one echo per target, all targets at once on raw sockets, one ProbeDone per round.
+"""Prober: one echo (or TCP connect) per target, all targets at once, one ProbeDone per round.
+
+A target ``host:port`` (``[v6]:port``) is a TCP connect to a storage service
+(agent/adapters/tcp_probe.py; the ports come from agent/sm_targets.py); any other target is an
+ICMP echo, a host name being resolved when the round runs.
 
 Why the low-level icmplib API (ICMPv4Socket / ICMPv6Socket + ICMPRequest) and not ``ping()``:
 ``ping()`` swallows every per-probe error and only says ``is_alive=False``; the socket API lets a
@@ -21,8 +25,10 @@ import time
 
 import attr
 
+from agent.adapters.tcp_probe import REFUSED, UNRESOLVED, connect_target, resolve_first  # noqa: F401
 from agent.events import ProbeDone
 from agent.ports import Prober
+from agent.sm_targets import is_address, split_target
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ PROHIBITED = "prohibited"      # our own kernel refused to send: prohibit route 
 TTL_EXCEEDED = "ttl exceeded"  # ICMP Time Exceeded: a routing loop on the way
 PERMISSION = "permission"      # the raw socket could not be opened (not root / no CAP_NET_RAW)
 ERROR = "error"                # anything else (bad target text, parameter problem, socket error)
+# and, from agent/adapters/tcp_probe.py: REFUSED (host up, service not), UNRESOLVED (bad name)
+_REASONS = {"timeout": TIMEOUT, "no route": NO_ROUTE, "prohibited": PROHIBITED, "error": ERROR}
 
 # Receive in short slices: icmplib's receive() applies the socket timeout to each recvfrom and
 # checks its own limit with wall-clock time(), so under unrelated ICMP traffic (every raw socket
@@ -214,6 +222,19 @@ def echo_target(target, timeout, privileged=True):
         _IDS.release(ident)
 
 
+def probe_target(text, timeout, privileged=True):
+    """One target: a TCP connect for ``host:port``, else an ICMP echo (a name resolved first)."""
+    host, port = split_target(text)
+    if port is not None:
+        return connect_target(text, host, port, timeout, Outcome, _REASONS)
+    if not is_address(host):
+        address = resolve_first(host)
+        if address is None:
+            return Outcome(text, False, UNRESOLVED, "cannot resolve %s" % host)
+        return attr.evolve(echo_target(address, timeout, privileged), target=text)
+    return echo_target(text, timeout, privileged)
+
+
 def _target_texts(targets):
     """Targets (ipaddress objects or text) as unique text, in the given order."""
     texts = []
@@ -232,7 +253,7 @@ def probe_round(targets, timeout, privileged=True):
 
     def run(text):
         try:
-            outcomes[text] = echo_target(text, timeout, privileged)
+            outcomes[text] = probe_target(text, timeout, privileged)
         except Exception as exc:  # a bug, not a network condition: say so, keep the round going
             log.exception("probing %s failed unexpectedly", text)
             outcomes[text] = Outcome(text, False, ERROR, "unexpected error: %r" % (exc,))

@@ -1,4 +1,4 @@
-"""The real Xapi port: a watcher thread follows event.from, a worker thread runs the actions.
+"""The real Xapi port: a watcher thread follows event.from, worker lanes run the actions.
 
 Each thread has its own XenAPI session (the client is not thread-safe, docs/xapi-behaviour.md §1) over
 a transport with a timeout on every call (agent/adapters/xapi_transport.py). The watcher
@@ -7,19 +7,22 @@ connects with capped, jittered backoff, posting XapiLost once per failed attempt
 XapiConnected, then long-polls ``event.from`` on object-scoped subscriptions and posts
 HostChanged / VmChanged / PbdChanged. Anything odd (a relogin after SESSION_INVALID, a garbage
 reply, a watched object deleted or renamed) leads to a full resync, never to a dead thread or a
-busy loop. The worker runs one action at a time and posts exactly one ActionDone per action.
+busy loop. Actions run on lanes (agent/adapters/xapi_lanes.py): ``control`` (host.enable,
+state, messages, the autostart list), ``start`` (VM.start) and one ``plug:<sr>`` per SR
+(``Async.PBD.plug`` followed as a task, cancelled at its deadline): a slow call never holds up
+another. Each action gets exactly one ActionDone.
 
 XenAPI is imported lazily by the transport module, so importing this module costs nothing.
 Python 3.6 compatible.
 """
 
 import logging
-import queue
 import random
 import threading
 
-from agent.adapters.xapi_transport import (XapiConnection, describe_error, endpoint_of,
-                                           error_details, is_transport_error)
+from agent.adapters.xapi_transport import (LOCAL_USER, XapiConnection, describe_error,
+                                           endpoint_of, error_details, is_transport_error)
+from agent.adapters.xapi_lanes import STOP, Answered, Lane, await_task
 from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, events_of,
                                        list_autostart, read_world)
 from agent.events import ActionDone, XapiConnected, XapiLost
@@ -29,7 +32,6 @@ from agent import world as w
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _ACTIONS = (w.EnableHost, w.StartVm, w.PlugPbd, w.ListAutostart, w.PublishState, w.RaiseMessage)
 _UNLIMITED = 1 << 30
 
@@ -72,7 +74,7 @@ def resolve_once(config, local_db_path=LOCAL_DB):
 
 
 class XapiAdapter(Xapi):
-    """ports.Xapi over the real XenAPI client: one watcher thread and one action worker thread."""
+    """ports.Xapi over the real XenAPI client: one watcher thread and worker lanes."""
 
     def __init__(self, config, rng=None, local_db_path=LOCAL_DB):
         self._config = config
@@ -81,36 +83,42 @@ class XapiAdapter(Xapi):
         self._endpoint = endpoint_of(config.xapi)
         self._post = None
         self._stopping = threading.Event()
-        self._actions = queue.Queue()
         self._threads = []
-        self._conns = {}            # "watcher"/"worker" -> XapiConnection (for abort at stop)
+        self._lanes = {}            # lane name -> Lane, created on first use
+        self._lanes_lock = threading.Lock()
+        self._conns = {}            # "watcher"/lane name -> XapiConnection (for abort at stop)
         self._conns_lock = threading.Lock()
         self._lost = None           # the watcher's last error while XAPI is unreachable
+        self._async_plug = None     # None: not tried yet; False: the server has no Async.PBD.plug
 
     # --- the port ---------------------------------------------------------------------------
 
     def start(self, post):
-        """Start the watcher and the worker; events go to ``post``."""
+        """Start the watcher and the lanes (logging in at once); events go to ``post``."""
         self._post = post
-        for name, target in (("xapi-watcher", self._watch), ("xapi-worker", self._work)):
-            thread = threading.Thread(target=target, name=name)
-            thread.daemon = True
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._watch, name="xapi-watcher")
+        thread.daemon = True
+        thread.start()
+        self._threads.append(thread)
+        for name in ["control", "start"] + ["plug:" + sr.uuid for sr in self._config.srs]:
+            self._lane(name)
 
     def request(self, action):
-        """Queue an action for the worker; exactly one ActionDone follows."""
-        self._actions.put(action)
+        """Queue an action on its lane; exactly one ActionDone follows."""
+        self._lane(lane_of(action)).put(action)
 
     def stop(self):
-        """Stop both threads promptly (interrupting a long poll or a slow call), log out."""
+        """Stop every thread promptly (interrupting a long poll or a slow call), log out."""
         self._stopping.set()
-        self._actions.put(_STOP)
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.put(STOP)
         with self._conns_lock:
             conns = list(self._conns.values())
         for conn in conns:
             conn.abort()
-        for thread in self._threads:
+        for thread in self._threads + [lane.thread for lane in lanes]:
             thread.join(JOIN_TIMEOUT)
             if thread.is_alive():
                 log.warning("%s did not stop within %.0f s, leaving it (daemon thread)",
@@ -118,8 +126,22 @@ class XapiAdapter(Xapi):
 
     @property
     def running(self):
-        """True while the watcher or the worker thread is alive."""
-        return any(thread.is_alive() for thread in self._threads)
+        """True while the watcher or a lane thread is alive."""
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        return any(t.is_alive() for t in self._threads + [lane.thread for lane in lanes])
+
+    def _lane(self, name):
+        """The lane ``name``, started on first use."""
+        with self._lanes_lock:
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = Lane(name, self._connection, self._run, self._emit, self._stopping)
+                self._lanes[name] = lane
+                if self._stopping.is_set():
+                    lane.put(STOP)
+                lane.start()
+            return lane
 
     # --- shared helpers ---------------------------------------------------------------------
 
@@ -170,6 +192,9 @@ class XapiAdapter(Xapi):
             if self._stopping.is_set():
                 return None
             text = _error_text(exc, conn.endpoint)
+            if (error_details(exc) or [""])[0] in EMERGENCY_HINTS and self._config.xapi.is_local \
+                    and in_emergency_mode(self._config.xapi):
+                text = EMERGENCY_TEXT % text
             self._lost = text
             delay = retry.failed(text)
             log.warning("XAPI unavailable (%s), retrying in %.1f s", text, delay)
@@ -243,25 +268,7 @@ class XapiAdapter(Xapi):
             self._emit(XapiConnected(fresh.world))
         return fresh
 
-    # --- worker -----------------------------------------------------------------------------
-
-    def _work(self):
-        conn = self._connection("worker")
-        try:
-            while True:
-                action = self._actions.get()
-                if action is _STOP:
-                    break
-                done, unsent = self._run(conn, action)
-                # Actions queued behind this one would meet the same dead connection: fail them
-                # unsent, answered after this one (one ActionDone per request, in order); what
-                # the machine requests on seeing this one's failure is tried.
-                behind = self._take_queued() if unsent is not None else []
-                self._emit(done)
-                self._fail(behind, unsent)
-        finally:
-            conn.logout(timeout=min(LOGOUT_TIMEOUT, conn.call_timeout))
-            self._fail_queued(["agent stopping"])
+    # --- lanes ------------------------------------------------------------------------------
 
     def _run(self, conn, action):
         """Run one action: (its ActionDone, the error for the actions queued behind it or None).
@@ -281,6 +288,8 @@ class XapiAdapter(Xapi):
         try:
             conn.ensure_login()
             value = self._execute(conn, action)
+        except Answered:
+            return None, None  # answered at its deadline (a task still ran then)
         except Exception as exc:
             error = error_details(exc) or [_error_text(exc, conn.endpoint)]
             log.debug("%s failed: %s", getattr(action, "kind", action), " ".join(error))
@@ -293,27 +302,6 @@ class XapiAdapter(Xapi):
             return ActionDone(action, False, error), unsent
         return ActionDone(action, True, (), value), None
 
-    def _fail_queued(self, error):
-        """Answer every action already queued with ``error`` (keeps a queued stop marker)."""
-        self._fail(self._take_queued(), error)
-
-    def _take_queued(self):
-        """Take every action queued right now off the queue."""
-        pending = []
-        while True:
-            try:
-                pending.append(self._actions.get_nowait())
-            except queue.Empty:
-                return pending
-
-    def _fail(self, actions, error):
-        """Answer ``actions`` (taken off the queue) with ``error``; a stop marker goes back."""
-        for action in actions:
-            if action is _STOP:
-                self._actions.put(_STOP)
-            elif not self._stopping.is_set():
-                self._post(ActionDone(action, False, error))
-
     def _execute(self, conn, action):
         """The XAPI calls of one action; returns the ActionDone value."""
         slow = conn.call_timeout * SLOW_CALL_FACTOR
@@ -325,8 +313,7 @@ class XapiAdapter(Xapi):
             conn.call("VM.start", action.vm_ref, False, False, timeout=slow + delay)
             return None
         if isinstance(action, w.PlugPbd):
-            conn.call("PBD.plug", action.pbd_ref, timeout=slow)
-            return None
+            return self._plug(conn, action, slow)
         if isinstance(action, w.ListAutostart):
             return list_autostart(conn)
         if isinstance(action, w.PublishState):
@@ -341,6 +328,72 @@ class XapiAdapter(Xapi):
             host_uuid = conn.call("host.get_uuid", host)
         return conn.call("message.create", action.name, int(action.priority), "Host",
                          host_uuid, action.body)
+
+
+    def _plug(self, conn, action, slow):
+        """PBD.plug as a task (cancelled after ``slow`` s); the plain call where the server has
+        no Async.PBD.plug (the lab's simulator without tasks)."""
+        if self._async_plug is not False:
+            try:
+                task = conn.call("Async.PBD.plug", action.pbd_ref)
+            except Exception as exc:
+                if (error_details(exc) or [""])[0] != "MESSAGE_METHOD_UNKNOWN":
+                    raise
+                log.info("XAPI has no Async.PBD.plug, plugging with the plain call")
+                self._async_plug = False
+            else:
+                self._async_plug = True
+                await_task(conn, task, slow, lambda error: self._emit(ActionDone(action, False, error)),
+                           self._stopping, linger=slow)
+                return self._attached(conn, action)
+        conn.call("PBD.plug", action.pbd_ref, timeout=slow)
+        return self._attached(conn, action)
+
+    @staticmethod
+    def _attached(conn, action):
+        """currently_attached read after the plug: the reply's value. An unplug between the plug
+        and this reply reaches the agent as an event *before* the reply (event.from coalesces
+        the plug's and the unplug's mods), so the reply must not claim attached blindly."""
+        value = conn.call("PBD.get_currently_attached", action.pbd_ref)
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+def lane_of(action):
+    """The lane an action runs on: its SR's plug lane, the start lane, or the control lane."""
+    if isinstance(action, w.PlugPbd):
+        return "plug:" + (action.sr_uuid or action.pbd_ref)
+    if isinstance(action, w.StartVm):
+        return "start"
+    return "control"
+
+
+# What a pool member's xapi answers to a login while it cannot reach its master (xen-api
+# ocaml/xapi/xapi.ml member start-up; api_server.ml refuses every non-emergency call with it).
+EMERGENCY_HINTS = ("HOST_HAS_NO_MANAGEMENT_IP", "HOST_STILL_BOOTING",
+                   "HOST_MASTER_CANNOT_TALK_BACK", "INTERNAL_ERROR")
+EMERGENCY_TEXT = ("pool member in emergency mode, its master unreachable (%s): XAPI refuses "
+                  "every call but a few until the master answers, VM.start included; dom0's "
+                  "addresses and routes stay as they are")
+
+
+def in_emergency_mode(xapi_config):
+    """Ask xapi ``host.is_in_emergency_mode`` over a host-local session
+    (``session.slave_local_login_with_password``, both on xen-api's emergency call list);
+    False when it cannot be asked. A throwaway connection: the watcher's keeps its login."""
+    probe = XapiConnection(xapi_config, originator="sspn-agent-emergency")
+    try:
+        probe.session.slave_local_login_with_password(LOCAL_USER, "")
+        try:
+            return bool(probe.call("host.is_in_emergency_mode"))
+        finally:
+            try:
+                probe.call("session.local_logout")
+            except Exception:  # noqa: BLE001 -- best effort
+                pass
+    except Exception:  # noqa: BLE001 -- no verdict: the plain error is reported
+        return False
+    finally:
+        probe.transport.close()
 
 
 def _int(value):

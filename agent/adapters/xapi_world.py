@@ -336,7 +336,12 @@ class Watched(object):
             return self._refresh_pbds(uuid)
         if cls == "sr" and ref in self.sr_uuids:
             uuid = self.sr_uuids[ref]
-            self.srs[uuid] = (snap.get("type", ""), _bool(snap.get("shared", True)))
+            seen = (snap.get("type", ""), _bool(snap.get("shared", True)))
+            if self.srs.get(uuid) == seen:
+                # xapi's SR.stat every 120 s and after each plug (xen-api xapi_sr.ml) only moves
+                # the sizes: nothing the agent reads, so nothing to post
+                return []
+            self.srs[uuid] = seen
             return self._refresh_pbds(uuid)
         if cls == "network" and ref in self.network_labels:
             if snap.get("name_label") != self.network_labels[ref] \

@@ -58,6 +58,10 @@ def _child_env():
     return env
 
 
+def _nothing():
+    pass
+
+
 def _server_of(device_config):
     """The storage server of a PBD's device_config (NFS/CIFS "server", else the host of "location")."""
     server = device_config.get("server", "")
@@ -111,7 +115,7 @@ class _Env(object):
         return hook
 
     def _start_sim(self):
-        self.sim.storage_probe = lambda dc: self.storage_answers(_server_of(dc))
+        self.sim.storage_probe = self._sm_probe()
         dispatch = self.sim.dispatch
 
         def counted(method, params, ctx=None):
@@ -123,6 +127,10 @@ class _Env(object):
             return answer
         self.sim.dispatch = counted  # this run's simulator only
         self.sim.start()
+
+    def _sm_probe(self):
+        """PBD.plug's reachability from the env's storage_answers; NetnsEnv asks what SM asks."""
+        return lambda dc: self.storage_answers(_server_of(dc))
 
     def kernel_missing(self):
         """What of the config's addresses and routes the kernel lacks right now."""
@@ -176,6 +184,9 @@ class NetnsEnv(_Env):
         except self.netns.TopologyError as exc:
             raise NetnsUnavailable(str(exc))
         self._wire_storage("add")
+        from agent.lab.storage import StorageServices
+        self.storage = StorageServices(self.topology.ns("lan"))  # agent/lab/storage.py
+        self.storage.start()
         self._wait_lan_v6()
         self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
             _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.firewalls),
@@ -218,8 +229,14 @@ class NetnsEnv(_Env):
         return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=_child_env()) == 0
 
+    def _sm_probe(self):
+        """PBD.plug's reachability as SM checks it: TCP to the service ports from dom0
+        (agent/lab/xapi/sm.py; 1 s connect timeout instead of SM's 5 s)."""
+        from agent.lab.xapi.sm import TcpProbe
+        return TcpProbe(netns=self.topology.ns("dom0"), timeout=1.0)
+
     def storage_answers(self, server):
-        """For the simulator's PBD.plug: does the storage server answer a ping from dom0?"""
+        """Does the storage server answer a ping from dom0?"""
         return not server or self._ping("dom0", server)
 
     def storage_down(self):
@@ -315,7 +332,9 @@ class NetnsEnv(_Env):
 
     def close(self):
         """Agent (if it still runs), simulator, namespaces: each step even if another fails."""
-        for step in (self._kill_agent, self.sim.stop, self.topology.cleanup):
+        storage = getattr(self, "storage", None)
+        for step in (self._kill_agent, self.sim.stop, storage.stop if storage else _nothing,
+                     self.topology.cleanup):
             try:
                 step()
             except Exception as exc:

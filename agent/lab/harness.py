@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from agent.lab.netns import Topology, sim_hook
+from agent.lab.storage import StorageServices
 
 FIREWALL = "pfsense"
 NFS_SERVER = "198.51.100.10"
@@ -88,6 +89,7 @@ class Host(object):
         self.fast = fast
         self.config_text = config_text
         self.topology = None
+        self.storage = None   # the storage server's service ports (agent/lab/storage.py)
         self.sim = None
         self.agent = None
         self.started = time.time()
@@ -112,6 +114,8 @@ class Host(object):
         """Topology and simulator; the agent is started by ``start_agent``."""
         from agent.lab.xapi import Simulator
         self.topology = Topology().create()
+        self.storage = StorageServices(self.topology.ns("lan"))
+        self.storage.start()
         self.sim = Simulator(os.path.join(self.dir, "xapi"), scenario=self.scenario)
         self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL]))
         self.sim.storage_probe = self._storage_answers
@@ -120,8 +124,10 @@ class Host(object):
             f.write("MANAGEMENT_INTERFACE='xenbr0'\n")
 
     def _storage_answers(self, device_config):
-        server = dict(device_config).get("server", NFS_SERVER)
-        return self.ping(server)
+        """PBD.plug's reachability as SM checks it: TCP to the service ports, from dom0 (1 s
+        connect timeout instead of SM's 5 s, to keep rehearsals short)."""
+        from agent.lab.xapi.sm import TcpProbe
+        return TcpProbe(netns=self.topology.ns("dom0"), timeout=1.0)(dict(device_config))
 
     def ping(self, address):
         """One real ICMP echo from dom0 (through the firewall namespace for the storage LAN)."""
@@ -206,6 +212,8 @@ class Host(object):
                 if self.sim is not None:
                     self.sim.stop()
             finally:
+                if self.storage is not None:
+                    self.storage.stop()
                 if self.topology is not None:
                     self.topology.cleanup()
                 shutil.rmtree(self.dir, ignore_errors=True)

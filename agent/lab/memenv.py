@@ -58,9 +58,12 @@ class _ModelProber(object):
         self.reachable, self.post = reachable, None
 
     def probe(self, key, targets, timeout):
-        """Post the model's answer for every target at once."""
+        """Post the model's answer for every target at once (a ``host:port`` storage target:
+        its host's, the model's services being up with it)."""
         from agent.events import ProbeDone
-        self.post(ProbeDone(key, dict((str(t), self.reachable(str(t))) for t in targets)))
+        from agent.sm_targets import split_target
+        self.post(ProbeDone(key, dict((str(t), self.reachable(split_target(str(t))[0]))
+                                      for t in targets)))
 
     def close(self):
         """Nothing to release."""

@@ -227,7 +227,8 @@ def test_slow_pbd_plug_in_sr_probing():
         wait_until(lambda: [e for e in effects(host, "PBD.plug " + SR_KEY, since)
                             if e["result"].startswith("failed: " + TIMEOUT_TEXT)],
                    timeout=DEADLINE, message="a PBD.plug to time out")
-        assert [c for c in calls if c[0] == "PBD.plug" and c[1] == SLOW], calls   # it was sent
+        assert [c for c in calls if c[0] in ("PBD.plug", "Async.PBD.plug") and c[1] == SLOW], \
+            calls   # it was sent
         delete_and_see_repaired(host, inv.sspn_bridge(host), ADDRESS)
         xapi_unanswered(host)
         host.sim.set_latency(0)

@@ -405,3 +405,76 @@ def test_ipaddress_targets_are_reported_as_text():
     from agent.adapters.prober import _target_texts
     targets = [ipaddress.ip_address(V4_NEAR), ipaddress.ip_address(V6_NEAR), V4_NEAR]
     assert _target_texts(targets) == [V4_NEAR, V6_NEAR]
+
+
+# --- TCP service probes (agent/adapters/tcp_probe.py): real sockets on loopback ---------------
+
+def _listener(family=None, host="127.0.0.1"):
+    import socket
+    sock = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(4)
+    return sock
+
+
+def _free_port():
+    sock = _listener()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_tcp_target_answers_when_its_service_listens_and_is_refused_when_not():
+    """host:port is a TCP connect: a listening port answers with an RTT, a closed one is
+    ``refused`` (the host is up, its service is not), told apart from silence."""
+    from agent.adapters import prober as pr
+    listening = _listener()
+    try:
+        port = listening.getsockname()[1]
+        closed = _free_port()
+        result = pr.probe_round(["127.0.0.1:%d" % port, "127.0.0.1:%d" % closed], 1.0)
+        up, down = result["127.0.0.1:%d" % port], result["127.0.0.1:%d" % closed]
+        assert up.answered and up.rtt_ms is not None
+        assert not down.answered and down.reason == pr.REFUSED and "nothing listens" in down.detail
+    finally:
+        listening.close()
+
+
+def test_tcp_target_by_name_is_resolved_when_probed():
+    """A name (here localhost, from /etc/hosts) is resolved at probe time; v6 in brackets."""
+    import socket
+    from agent.adapters.prober import IcmpProber
+    listening = _listener()
+    try:
+        port = listening.getsockname()[1]
+        assert IcmpProber(lambda e: None).probe_once(["localhost:%d" % port], 1.0) \
+            == {"localhost:%d" % port: True}
+    finally:
+        listening.close()
+    if socket.has_ipv6:
+        try:
+            six = _listener(socket.AF_INET6, "::1")
+        except OSError:
+            return  # no ::1 in this namespace
+        try:
+            target = "[::1]:%d" % six.getsockname()[1]
+            assert IcmpProber(lambda e: None).probe_once([target], 1.0) == {target: True}
+        finally:
+            six.close()
+
+
+def test_a_service_that_starts_later_answers_at_the_next_round():
+    """The nfsd that comes up after the network: refused, then answered once it listens."""
+    from agent.adapters import prober as pr
+    port = _free_port()
+    target = "127.0.0.1:%d" % port
+    assert pr.probe_round([target], 1.0)[target].reason == pr.REFUSED
+    import socket
+    late = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    late.bind(("127.0.0.1", port))
+    late.listen(1)
+    try:
+        assert pr.probe_round([target], 1.0)[target].answered
+    finally:
+        late.close()

@@ -133,12 +133,13 @@ def test_sr_without_a_pbd_on_this_host_is_reported(sim, workdir, xenapi_session)
     assert "xe pbd-create host-uuid=%s sr-uuid=%s" % (host_uuid, NFS_SR) in item.fix
 
 
-def test_sr_whose_server_is_a_name_needs_a_probe_address(sim_factory, scenario_with, workdir):
-    """The PBD names its NFS server by host name: the prober needs an IP, so check asks for probe."""
+def test_sr_whose_server_is_a_name_is_probed_by_name(sim_factory, scenario_with, workdir):
+    """The PBD names its NFS server by host name: a valid target, resolved at each probe."""
     simulator = sim_factory(scenario=scenario_with(
         ('server = "198.51.100.10"', 'server = "nas.example.net"')))
-    item = _failed(_items(example_config(workdir, simulator)), "'nas.example.net'", "a name")
-    assert 'probe = ["<IP address of nas.example.net>"]' in item.fix
+    items = _items(example_config(workdir, simulator))
+    assert [i for i in items if i.ok and "probes nas.example.net:2049" in i.text
+            and "nas.example.net resolved at each probe" in i.text]
 
 
 def test_unreachable_xapi_blocks_and_skips_the_xapi_items(workdir):

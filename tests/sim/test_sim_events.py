@@ -1,4 +1,4 @@
-"""event.from in the simulator behaves like xapi's (docs/xapi-behaviour.md §3)."""
+"""event.from in the simulator behaves like xapi's (xapi_event.ml)."""
 
 import re
 

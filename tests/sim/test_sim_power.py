@@ -1,4 +1,4 @@
-"""VM power, host enable/disable and PBD plugging follow xapi (docs/xapi-behaviour.md §5, §6, §7)."""
+"""VM power, host enable/disable and PBD plugging follow xapi (xapi_host.ml, xapi_vm_lifecycle.ml, xapi_pbd.ml)."""
 
 import pytest
 import XenAPI
@@ -151,10 +151,12 @@ def test_disable_without_auto_enable_persists_in_local_db(sim, xenapi_session):
     host = x.host.get_all()[0]
     x.host.disable(host, False)
     assert x.host.get_enabled(host) is False
-    assert localdb.read(sim.local_db_path) == {"host_auto_enable": "false"}
+    assert localdb.read(sim.local_db_path)["host_auto_enable"] == "false"
     with open(sim.local_db_path) as handle:
+        # consider_enabling_host wrote host_disabled_until_reboot=false on the system boot.
         assert handle.read() == ('<?xml version="1.0" encoding="UTF-8"?>\n<config>'
-                                 '<row key="host_auto_enable" value="false"/></config>')
+                                 '<row key="host_auto_enable" value="false"/>'
+                                 '<row key="host_disabled_until_reboot" value="false"/></config>')
     x.host.enable(host)
     assert localdb.read(sim.local_db_path)["host_auto_enable"] == "true"
 
@@ -218,6 +220,6 @@ def test_scenario_host_disabled_for_good_stays_disabled(sim_factory, sim_login):
     """enabled=false with auto_enable=false is written to local.db and survives the boot phase."""
     scenario = parse_scenario({"host": {"enabled": False, "auto_enable": False}})
     sim = sim_factory(scenario=scenario)
-    assert localdb.read(sim.local_db_path) == {"host_auto_enable": "false"}
+    assert localdb.read(sim.local_db_path)["host_auto_enable"] == "false"
     x = sim_login(sim).xenapi
     assert x.host.get_enabled(x.host.get_all()[0]) is False

@@ -1,4 +1,4 @@
-"""A simulated toolstack restart looks like xapi's from the client (docs/xapi-behaviour.md §4, §5)."""
+"""A simulated toolstack restart looks like xapi's from the client (xapi.ml, xapi_host_helpers.ml)."""
 
 import os
 
@@ -25,7 +25,7 @@ def test_outage_refuses_connections_then_client_relogs_in(sim, xenapi_session, w
 
 
 def test_blocked_event_from_sees_the_restart(sim, xenapi_session, background, wait_until):
-    """A blocked event.from is woken (SESSION_INVALID) and the client's re-login is refused."""
+    """A blocked event.from loses its connection (no reply); the client's retry is refused."""
     x = xenapi_session.xenapi
     token = x.event_from(["vm"], "", 0.0)["token"]
     call = background(x.event_from, ["vm"], token, 30.0)

@@ -30,6 +30,7 @@ class Index(object):
         self.sr_labels = {}      # SR name_label -> SR ref
         self.pbds = {}           # SR uuid -> this host's PBD ref
         self.reachable = {}      # SR uuid -> is the storage target reachable (sim.set_storage_reachable)
+        self.storage_state = {}  # SR uuid -> an sm.OUTCOMES override (sim.set_storage_state)
         self.vm_srs = {}         # VM ref -> [SR uuid] its disks live on
         self.extra_vms = []      # refs of VMs added by sim.add_vms (the "unrelated" ones)
 
@@ -71,8 +72,21 @@ def build(db, scenario, rng, local_db_values):
         capabilities=["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_64"],
         sched_policy="credit", edition="xcp-ng", memory_overhead="0")
     local_db_values[localdb.HOST_AUTO_ENABLE] = "true" if spec.auto_enable else "false"
+    if spec.disabled_until_reboot:
+        local_db_values[localdb.HOST_DISABLED_UNTIL_REBOOT] = "true"
+    if spec.pending_guidances:
+        db.update("host", index.host, pending_guidances=list(spec.pending_guidances))
+    master = index.host
+    if spec.pool_member:
+        # The pool's master is another host: only its row exists here.
+        master = db.create(
+            "host", name_label=spec.name_label + "-master", hostname=spec.name_label + "-master",
+            address=spec.master_address, enabled=True, API_version_major=API_VERSION_MAJOR,
+            API_version_minor=API_VERSION_MINOR, API_version_vendor="XenSource",
+            software_version=SOFTWARE_VERSION, edition="xcp-ng")
     index.pool = db.create(
-        "pool", name_label=scenario.pool.name_label, master=index.host,
+        "pool", name_label=scenario.pool.name_label, master=master,
+        ha_enabled=scenario.pool.ha_enabled,
         other_config={"auto_poweron": "true" if scenario.pool.auto_poweron else "false"})
     index.dom0 = db.create(
         "VM", name_label="Control domain on host: %s" % spec.name_label,
@@ -102,7 +116,7 @@ def _build_networks(db, scenario, index, rng):
         index.networks[spec.name_label] = ref
         pif = spec.pif
         if pif is None:
-            continue  # internal network: PIFs = [] (docs/xapi-behaviour.md §9)
+            continue  # internal network: PIFs = [] (xapi_network.ml ``create``)
         pif_ref = db.create(
             "PIF", device=pif.device, network=ref, host=index.host,
             MAC=pif.mac or mac_address(rng), MTU=spec.mtu, VLAN=-1, physical=True,
@@ -176,6 +190,8 @@ def _build_vm(db, scenario, index, spec, rng):
                    start_delay=spec.start_delay, uuid=spec.uuid or None,
                    other_config=dict(spec.other_config))
     index.vms[spec.name_label] = vm
+    if spec.ha_protected:
+        db.update("VM", vm, ha_always_run=True, ha_restart_priority="restart")
     if spec.is_a_template or spec.snapshot_of:
         # A snapshot is also a template in xapi (is_a_template and is_a_snapshot both true);
         # it keeps the original's other_config, auto_poweron included.

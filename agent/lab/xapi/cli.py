@@ -6,10 +6,10 @@ import sys
 import threading
 
 from .scenario import ScenarioError
-from .simulator import Simulator
+from .simulator import XAPI_TIMINGS, Simulator
 
 
-def serve_forever(socket_path, port=None, scenario_path=None, out=None):
+def serve_forever(socket_path, port=None, scenario_path=None, out=None, settings=None):
     """Serve until SIGINT/SIGTERM; prints one line naming the socket and the port.
 
     Returns the exit status: 0 after a signal, 78 (EX_CONFIG) for a bad socket path or
@@ -17,7 +17,8 @@ def serve_forever(socket_path, port=None, scenario_path=None, out=None):
     """
     out = out or sys.stdout
     try:
-        sim = Simulator(socket_path, port=port, scenario=scenario_path).start()
+        sim = Simulator(socket_path, port=port, scenario=scenario_path,
+                        settings=settings).start()
     except (ScenarioError, ValueError) as exc:
         sys.stderr.write("agent lab xapi: %s\n" % exc)
         return 78
@@ -44,7 +45,8 @@ def serve_forever(socket_path, port=None, scenario_path=None, out=None):
 
 
 def main(argv=None):
-    """Parse ``--socket PATH [--port N] [--scenario FILE]`` and serve; returns an exit status."""
+    """Parse ``--socket PATH [--port N] [--scenario FILE] [--xapi-timings]`` and serve;
+    returns an exit status."""
     parser = argparse.ArgumentParser(
         prog="agent lab xapi",
         description="Run the XAPI simulator (XML-RPC on a Unix socket, optionally TCP).")
@@ -54,8 +56,12 @@ def main(argv=None):
                         help="also listen on 127.0.0.1:PORT (0 picks a free port)")
     parser.add_argument("--scenario", default=None,
                         help="scenario TOML file (default: agent/lab/hosts/default.toml)")
+    parser.add_argument("--xapi-timings", action="store_true",
+                        help="a real host's durations (5 s connect timeout, 90 s mount stall, "
+                             "300 s init wait, SR.stat every 120 s) instead of instant ones")
     args = parser.parse_args(argv)
-    return serve_forever(args.socket, port=args.port, scenario_path=args.scenario)
+    return serve_forever(args.socket, port=args.port, scenario_path=args.scenario,
+                         settings=XAPI_TIMINGS if args.xapi_timings else None)
 
 
 if __name__ == "__main__":

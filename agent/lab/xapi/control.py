@@ -20,6 +20,9 @@ WIRE_CONTROLS = {
     "boot_phase": (1, 0), "set_storage_reachable": (2, 0), "pbd_unplug": (1, 0),
     "plug_failures": (2, 0), "set_latency": (1, 0), "add_vms": (1, 0), "churn": (1, 0),
     "event_garbage": (1, 0), "invalidate_sessions": (0, 0), "state": (0, 0),
+    "set_setting": (2, 0), "set_storage_state": (2, 0), "set_pending_guidances": (1, 0),
+    "set_disabled_until_reboot": (1, 0), "set_ha": (1, 0), "run_autostart_vms": (0, 0),
+    "operator_host_disable": (0, 0), "set_emergency": (1, 0),
 }
 
 # What sim.event_garbage makes event.from return instead of its struct, in turn.
@@ -29,6 +32,11 @@ GARBAGE = (
      "token": "garbage"},                                              # truncated events, bad token
     {},                                                                # no members
 )
+
+
+def _internal_ctx():
+    from .api import Context
+    return Context("unix")
 
 
 def _flag(value):
@@ -103,10 +111,12 @@ class Controls(object):
                 self.power.reboot(ref)
 
     def host_disable(self, auto_enable=True, maintenance_mode=False):
-        """Disable the host like host.disable(host, auto_enable); maintenance_mode also sets
-        other_config MAINTENANCE_MODE=true, as xsconsole does (docs/xapi-behaviour.md §5)."""
+        """Disable the host like host.disable(host, auto_enable) (user_requested_host_disable
+        in xapi's memory); maintenance_mode also sets other_config MAINTENANCE_MODE=true, as
+        xsconsole does (xsconsole plugins-base/XSFeatureHostCommon.py)."""
         host = self.index.host
         self.db.update("host", host, enabled=False)
+        self.user_requested_host_disable = True
         if not _flag(auto_enable):
             self.put_local_db(localdb.HOST_AUTO_ENABLE, "false")
         if _flag(maintenance_mode):
@@ -125,15 +135,55 @@ class Controls(object):
                 ("MAINTENANCE_MODE", "MAINTENANCE_MODE_EVACUATED_VMS")):
             self.db.mutate("host", host, drop)
         self.put_local_db(localdb.HOST_AUTO_ENABLE, "true")
+        self.user_requested_host_disable = False
         self.db.update("host", host, enabled=True)
+
+    def _internal_session(self):
+        sessions = [ref for ref, d in self.db.sessions.items() if d.get("originator") == "sim"]
+        return sessions[0] if sessions else self.db.create_session(
+            uname="root", originator="sim", transport="unix", local=False)
 
     def boot_phase(self, seconds):
         """For ``seconds`` from now host.enable answers HOST_STILL_BOOTING (only that)."""
         self._booting_until = self.clock() + float(seconds)
 
     def set_storage_reachable(self, sr_uuid, reachable):
-        """Make an SR's storage target (un)reachable for PBD.plug."""
-        self.index.reachable[self._sr_uuid(sr_uuid)] = _flag(reachable)
+        """Make an SR's storage target (un)reachable for PBD.plug (unreachable = "down": SM's
+        connect times out after plug_connect_timeout, then 108); clears set_storage_state."""
+        uuid = self._sr_uuid(sr_uuid)
+        self.index.reachable[uuid] = _flag(reachable)
+        self.index.storage_state.pop(uuid, None)
+
+    def set_storage_state(self, sr_uuid, state):
+        """What SM meets at this SR's target: one of sm.OUTCOMES ("up", "down", "refused",
+        "unresolvable", "stalled", "no-rpcbind"), or "" to go back to reachable/storage_probe."""
+        from . import sm
+        uuid = self._sr_uuid(sr_uuid)
+        if state and state not in sm.OUTCOMES:
+            raise XapiError("INVALID_VALUE", "state", state, "known: " + ", ".join(sm.OUTCOMES))
+        if state:
+            self.index.storage_state[uuid] = state
+        else:
+            self.index.storage_state.pop(uuid, None)
+
+    def set_pending_guidances(self, guidances):
+        """Set host.pending_guidances (mandatory guidance after an update, e.g. reboot_host)."""
+        self.db.update("host", self.index.host, pending_guidances=list(guidances))
+
+    def set_disabled_until_reboot(self, flag):
+        """Write Localdb host_disabled_until_reboot (xapi sets it during an HA shutdown)."""
+        self.put_local_db(localdb.HOST_DISABLED_UNTIL_REBOOT, "true" if _flag(flag) else "false")
+
+    def set_ha(self, enabled):
+        """Turn pool.ha_enabled on or off (HA armed; protected VMs come from the scenario)."""
+        self.db.update("pool", self.index.pool, ha_enabled=_flag(enabled))
+
+    def operator_host_disable(self):
+        """An operator's plain `xe host-disable` (host.disable(host), auto_enable left true)."""
+        reply = self.api.call("host.disable", (self._internal_session(), self.index.host),
+                              _internal_ctx())
+        if reply.get("Status") != "Success":
+            raise XapiError(*reply["ErrorDescription"])
 
     def pbd_unplug(self, sr_uuid):
         """Detach this host's PBD of the SR (as if storage was lost)."""
@@ -197,8 +247,8 @@ class Controls(object):
         """Simulate ``xe-toolstack-restart``: down for ``seconds``, then a start-up phase.
 
         While down the listeners are closed but the socket file stays (ConnectionRefusedError,
-        docs/xapi-behaviour.md §4); every session is gone (blocked event.from calls wake with
-        SESSION_INVALID, a VM.start waiting its start_delay loses its connection); the DB and
+        xapi.ml ``listen_unix_socket``); every session is gone (a blocked event.from or a VM.start waiting
+        its start_delay loses its connection, no reply); the DB and
         its generation are kept. Xapi_fuse marks the host disabled on the way down; on the way
         up (after ``boot_seconds`` of HOST_STILL_BOOTING) consider_enabling_host re-enables it
         unless Localdb says host_auto_enable=false or host_disabled_until_reboot (docs/xapi-behaviour.md §5).
@@ -211,8 +261,8 @@ class Controls(object):
             # Order matters: listeners first, so a client whose call is cut (or whose session
             # is refused) and who retries at once finds the socket refusing connections.
             self.frontend.stop()
+            self._outage.set()   # first: a blocked event.from then drops without a reply
             self.db.destroy_all_sessions()
-            self._outage.set()
             self.db.update("host", self.index.host, enabled=False)
             self._booting_until = float("inf")
             timer = threading.Timer(float(seconds), self._come_back, args=(float(boot_seconds),))
@@ -247,6 +297,10 @@ class Controls(object):
             srs[uuid] = {"ref": index.srs[uuid], "pbd": pbd,
                          "attached": db.get("PBD", pbd, "currently_attached"),
                          "reachable": index.reachable[uuid],
+                         "storage_state": index.storage_state.get(uuid, ""),
+                         "plugs_in_flight": self.plugger.in_flight[uuid],
+                         "current_operations": db.get("SR", index.srs[uuid],
+                                                      "current_operations"),
                          "plug_failures": failures.get(uuid, 0)}
         networks = dict((name, {"ref": ref, "bridge": db.get("network", ref, "bridge")})
                         for name, ref in index.networks.items())
@@ -261,11 +315,16 @@ class Controls(object):
             "up": self.frontend.up, "booting": self.booting, "clock": self.clock(),
             "generation": db.generation, "token": db.token(), "sessions": sessions,
             "event_waiters": waiting, "connections": self.frontend.accepted,
-            "latency": self.latency,
+            "latency": self.latency, "settings": dict(self.settings),
+            "startup_complete": self.startup_complete,
+            "emergency": list(self.emergency_error or []),
+            "autostart_runs": self.autostart_runs,
             "host": {"ref": index.host, "uuid": host["uuid"], "enabled": host["enabled"],
                      "auto_enable": self.local_db.get(localdb.HOST_AUTO_ENABLE) != "false",
                      "maintenance_mode":
                          host["other_config"].get("MAINTENANCE_MODE", "") == "true",
+                     "user_requested_disable": self.user_requested_host_disable,
+                     "pending_guidances": host["pending_guidances"],
                      "other_config": host["other_config"]},
             "pool_auto_poweron": db.get("pool", index.pool, "other_config").get(
                 "auto_poweron") == "true",

@@ -1,6 +1,6 @@
 """The simulator's database: rows with generations, deletions, sessions, messages and events.
 
-Modelled on xapi's DB cache (docs/xapi-behaviour.md §3): one global generation counter bumps on every
+Modelled on xapi's DB cache (ocaml/database/db_cache_types.ml): one global generation counter bumps on every
 write; each row remembers the generation it was created and last modified at; deletions are
 kept per table in a bounded list (grows to 512, trimmed to the newest 256, as in
 ``db_cache_types.ml`` Table.remove), so ``del`` events for very old tokens can be lost, as in
@@ -26,7 +26,8 @@ class _Row(object):
 
 
 def _subscription(text):
-    """Parse an event.from class string: "*", "<class>" or "<class>/<ref>" (docs/xapi-behaviour.md §3)."""
+    """Parse an event.from class string: "*", "<class>" or "<class>/<ref>"
+    (xapi_event.ml ``Subscription.of_string``)."""
     text = str(text)
     if text == "*":
         return ("all",)
@@ -170,7 +171,7 @@ class Database(object):
         return refs[0]
 
     def where(self, cls, text):
-        """{ref: record} of rows matching a get_all_records_where expression (docs/xapi-behaviour.md §9)."""
+        """{ref: record} of rows matching a get_all_records_where expression (db_cache_impl.ml)."""
         try:
             tree = expr.parse(text)
         except expr.ExprError as exc:
@@ -191,7 +192,7 @@ class Database(object):
     # --- messages --------------------------------------------------------------------------
 
     def add_message(self, **fields):
-        """Store a message (not a DB row: own generation, docs/xapi-behaviour.md §3); returns its ref."""
+        """Store a message (not a DB row: own generation, xapi_message.ml); returns its ref."""
         with self.lock:
             record = schema.default_record("message")
             record["uuid"] = self.new_uuid()
@@ -234,7 +235,7 @@ class Database(object):
     # --- events ----------------------------------------------------------------------------
 
     def token(self):
-        """The current event.from token, ``%020d,%020d`` (docs/xapi-behaviour.md §3)."""
+        """The current event.from token, ``%020d,%020d`` (xapi_event.ml ``Token``)."""
         with self.lock:
             return "%020d,%020d" % (self.generation, self.message_generation)
 
@@ -246,36 +247,52 @@ class Database(object):
             return counts
 
     def collect(self, classes, since, since_messages):
-        """Events newer than (since, since_messages) for the subscriptions; caller holds lock.
+        """(events, last, message generation) newer than the token; caller holds the lock.
 
-        add if created after ``since``, else mod if modified after it (one event per object,
-        latest snapshot); del without snapshot for rows created before and deleted after it.
+        As xen-api ``xapi_event.ml`` ``collect_events`` / ``from_inner``: an object created
+        after ``since`` is an ``add`` whose id is its *creation* generation, else one ``mod``
+        (id: last modification) with the latest snapshot; a ``del`` (no snapshot) for rows
+        created before and deleted after ``since``. The list is not sorted by generation:
+        messages first, then adds, mods, dels. ``last`` is the newest generation among the
+        *matching* objects (``since`` if none), so a timed-out call hands back the caller's
+        token; the message half is 0 unless messages are subscribed.
         """
         subs = [_subscription(c) for c in classes]
-        found = []
+        creates, mods, deletes = [], [], []
+        last = since
         for cls in schema.EVENT_CLASSES:
             lclass = cls.lower()
             for ref, row in self.tables[cls].items():
                 if row.modified > since and _matches(subs, lclass, ref):
-                    operation = "add" if row.created > since else "mod"
-                    found.append((row.modified, lclass, operation, ref,
-                                  schema.copy_value(row.record)))
+                    last = max(last, row.modified)
+                    if row.created > since:
+                        creates.append((row.created, lclass, "add", ref,
+                                        schema.copy_value(row.record)))
+                    else:
+                        mods.append((row.modified, lclass, "mod", ref,
+                                     schema.copy_value(row.record)))
             for ref, created, deleted in self.deleted[cls]:
-                if deleted > since and created <= since and _matches(subs, lclass, ref):
-                    found.append((deleted, lclass, "del", ref, None))
-        found.sort(key=lambda item: item[0])
-        events = [_event(str(gen), lclass, op, ref, snap) for gen, lclass, op, ref, snap in found]
-        for ref, (gen, record) in self.messages.items():
-            if gen > since_messages and _matches(subs, "message", ref):
-                events.append(_event("0", "message", "add", ref, schema.copy_value(record)))
-        return events
+                if deleted > since and _matches(subs, lclass, ref):
+                    last = max(last, deleted)
+                    if created <= since:
+                        deletes.append((deleted, lclass, "del", ref, None))
+        events = []
+        message_generation = 0
+        if any(sub[0] == "all" or sub[1] == "message" for sub in subs):
+            message_generation = self.message_generation
+            for ref, (gen, record) in self.messages.items():
+                if gen > since_messages and _matches(subs, "message", ref):
+                    events.append(_event("0", "message", "add", ref, schema.copy_value(record)))
+        for gen, lclass, op, ref, snap in creates + mods + deletes:
+            events.append(_event(str(gen), lclass, op, ref, snap))
+        return events, last, message_generation
 
 
 def _event(ident, lclass, operation, ref, snapshot):
     """One event struct, members in Event_types order; ``snapshot`` omitted for del."""
     event = collections.OrderedDict()
     event["id"] = ident
-    event["timestamp"] = "0.0"   # event.from always sends ts = "0.0" (docs/xapi-behaviour.md §3)
+    event["timestamp"] = "0.0"   # event.from always sends ts = "0.0" (xapi_event.ml ``from_inner``)
     event["class"] = lclass
     event["operation"] = operation
     event["ref"] = ref

@@ -1,7 +1,7 @@
 """The get_all_records_where expression language of xapi's DB, parsed and evaluated.
 
 Grammar and lexer follow xen-api ``ocaml/database/db_filter_lex.mll`` and ``db_filter_parse.mly``
-(docs/xapi-behaviour.md §9)::
+(ocaml/database/db_filter.ml)::
 
     value := "literal" | field "name"
     expr  := value = value | expr and expr | expr or expr | not expr

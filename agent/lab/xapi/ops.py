@@ -1,6 +1,6 @@
 """The XAPI operations with behaviour: host enable/disable, VM power, PBD plug, message.create.
 
-Error shapes and semantics are xapi's (docs/xapi-behaviour.md §5, §6, §7): ``VM.start`` checks the power
+Error shapes and semantics are xapi's (xapi_host.ml, xapi_vm_lifecycle.ml, xapi_pbd.ml): ``VM.start`` checks the power
 state first (``VM_BAD_POWER_STATE [vm, "halted", actual]``), then placement: a disabled host or
 an unplugged SR of one of the VM's disks leaves no host, ``NO_HOSTS_AVAILABLE`` (``VM.start_on``
 names the reason: ``HOST_DISABLED [host]`` / ``VM_REQUIRES_SR [vm, sr]``); it returns only after
@@ -11,7 +11,10 @@ import time
 import xmlrpc.client
 
 from . import localdb
-from .errors import XapiError
+from .errors import Disconnect, XapiError
+
+# Helpers.Repeat_with_uniform_backoff.standard: max_total_wait = 2 h.
+RETRY_MAX_TOTAL_WAIT = 7200.0
 
 # The message cls enum and the table its obj_uuid must be found in.
 MESSAGE_CLASSES = {"vm": ("VM", "VM"), "host": ("Host", "host"), "sr": ("SR", "SR"),
@@ -32,17 +35,17 @@ def register(registry, sim):
     """Register the operations of ``sim`` (a Simulator) in ``registry``."""
     o = _Ops(sim)
     add = registry.add
-    add("host.enable", o.host_enable, 1)
-    add("host.disable", o.host_disable, 2, optional=1)
-    add("VM.start", o.vm_start, 3)
-    add("VM.start_on", o.vm_start_on, 4)
+    add("host.enable", o.host_enable, 1, tasked=True)
+    add("host.disable", o.host_disable, 2, optional=1, tasked=True)
+    add("VM.start", o.vm_start, 3, tasked=True)
+    add("VM.start_on", o.vm_start_on, 4, tasked=True)
     for name in ("clean_shutdown", "hard_shutdown"):
-        add("VM." + name, o.vm_shutdown, 1)
+        add("VM." + name, o.vm_shutdown, 1, tasked=True)
     for name in ("clean_reboot", "hard_reboot"):
-        add("VM." + name, o.vm_reboot, 1)
-    add("VM.destroy", o.vm_destroy, 1)
-    add("PBD.plug", o.pbd_plug, 1)
-    add("PBD.unplug", o.pbd_unplug, 1)
+        add("VM." + name, o.vm_reboot, 1, tasked=True)
+    add("VM.destroy", o.vm_destroy, 1, tasked=True)
+    add("PBD.plug", o.pbd_plug, 1, tasked=True)
+    add("PBD.unplug", o.pbd_unplug, 1, tasked=True)
     add("message.create", o.message_create, 5)
     add("message.get_all", lambda ctx, s: list(o.messages()), 0)
     add("message.get_all_records", lambda ctx, s: o.messages(), 0)
@@ -57,23 +60,36 @@ class _Ops(object):
     # --- host ------------------------------------------------------------------------------
 
     def host_enable(self, ctx, session, host):
-        """host.enable: HOST_STILL_BOOTING during start-up; persists host_auto_enable=true."""
+        """host.enable: xapi_host.ml ``enable`` after ``assert_safe_to_reenable``."""
         if self.db.get("host", host, "enabled"):
             return ""   # already enabled: no-op
+        # Xapi_host.assert_safe_to_reenable, in its order: start-up complete, no pending
+        # mandatory guidance (Repository_helpers.assert_no_host_pending_mandatory_guidance),
+        # not disabled until reboot, and with HA on no unplugged PBD whose SR a protected VM
+        # uses (Xapi_pbd.abort_if_storage_attached_to_protected_vms).
         if self.sim.booting:
             raise XapiError("HOST_STILL_BOOTING")
+        if self.db.get("host", host, "pending_guidances"):
+            raise XapiError("HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY", host)
         if self.sim.local_db.get(localdb.HOST_DISABLED_UNTIL_REBOOT) == "true":
             raise XapiError("HOST_DISABLED_UNTIL_REBOOT", host)
+        sr = self.sim.ha_blocking_sr(host)
+        if sr:
+            raise XapiError("HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED", sr)
+        self.sim.user_requested_host_disable = False
         self.sim.put_local_db(localdb.HOST_AUTO_ENABLE, "true")
         self.db.update("host", host, enabled=True)
         return ""
 
     def host_disable(self, ctx, session, host, auto_enable=True):
-        """host.disable(host[, auto_enable]): auto_enable=false persists in Localdb."""
+        """host.disable(host[, auto_enable]) as xapi_host.ml ``disable``: the disable itself
+        lives in xapi's memory (user_requested_host_disable, forgotten by a restart); only
+        auto_enable=false persists, in Localdb."""
         auto_enable = _bool(auto_enable, "auto_enable")
         if not self.db.get("host", host, "enabled"):
             return ""   # already disabled: no-op, nothing persisted (xapi_host.ml disable)
         self.db.update("host", host, enabled=False)
+        self.sim.user_requested_host_disable = True
         if not auto_enable:
             self.sim.put_local_db(localdb.HOST_AUTO_ENABLE, "false")
         return ""
@@ -93,7 +109,7 @@ class _Ops(object):
                 missing.append(sr)
         return missing
 
-    def _start(self, vm, paused, host):
+    def _start(self, ctx, vm, paused, host):
         self.db.record("VM", vm)   # HANDLE_INVALID ["VM", ref] first
         this_host = self.sim.index.host
 
@@ -113,23 +129,71 @@ class _Ops(object):
                 if host:
                     raise XapiError("VM_REQUIRES_SR", vm, missing[0])
                 raise XapiError("NO_HOSTS_AVAILABLE")
-        self.sim.power.note(vm, "start_requested")
-        self.sim.power.start(vm, paused=paused, check=check)
-        delay = int(self.db.get("VM", vm, "start_delay"))
-        if delay > 0:
-            # Xapi_vm_helpers.start_delay: VM.start returns start_delay s after the VM runs.
-            self.sim.wait_or_disconnect(delay)
-        self.sim.power.note(vm, "start_returned")
+        power = self.sim.power
+        task = ctx.task or self.db.new_ref()
+        self._mark_vm(vm, task, "start", check)
+        try:
+            power.note(vm, "start_requested")
+            seconds = float(self.sim.settings["vm_start_seconds"])
+            if seconds > 0:
+                # The domain build by xenopsd takes time; the VM stays Halted meanwhile.
+                self.sim.wait_or_disconnect(seconds)
+            with power.lock:
+                check(self.db.record("VM", vm))
+                power.start(vm, paused=paused)
+            delay = int(self.db.get("VM", vm, "start_delay"))
+            if delay > 0:
+                # Xapi_vm_helpers.start_delay: VM.start returns start_delay s after the VM runs.
+                self.sim.wait_or_disconnect(delay)
+            power.note(vm, "start_returned")
+        finally:
+            with power.lock:
+                if self.db.exists("VM", vm):
+                    self.db.mutate("VM", vm, lambda rec: rec["current_operations"].pop(task, None))
         return ""
+
+    def _mark_vm(self, vm, task, op, check):
+        """Xapi_vm_helpers.with_vm_operation: take the VM's operation lock for ``task``.
+
+        Under Helpers.retry_with_global_lock: Xapi_vm_lifecycle.check_operation_error checks
+        the power state first (VM_BAD_POWER_STATE), then other operations in progress
+        (OTHER_OPERATION_IN_PROGRESS ["VM", ref, op, task]); that second error is *not*
+        returned: retry waits (policy ``standard``: 1-20 s back-off, woken early by
+        Early_wakeup.broadcast when the other operation ends, up to 2 h) and checks again, so
+        a start that meets another client's start waits for it and then fails with
+        VM_BAD_POWER_STATE. The waiting task is cancellable (TASK_CANCELLED [task]).
+        """
+        power, tasks = self.sim.power, self.sim.tasks
+        tasks.set_cancellable(task)
+        deadline = time.monotonic() + RETRY_MAX_TOTAL_WAIT
+        while True:
+            if tasks.is_cancelling(task):
+                raise XapiError("TASK_CANCELLED", task)
+            with power.lock:
+                record = self.db.record("VM", vm)
+                busy = None
+                if record["power_state"] == "Halted" and not record["is_a_template"]:
+                    busy = next(iter(record["current_operations"].items()), None)
+                if busy is None:
+                    check(record)
+                    self.db.mutate("VM", vm, lambda rec: rec["current_operations"].__setitem__(
+                        task, op))
+                    return
+            if time.monotonic() >= deadline:
+                raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, busy[1], busy[0])
+            if self.sim.outage:
+                raise Disconnect()
+            with self.db.lock:
+                self.db.changed.wait(0.2)   # the other operation's unmark wakes us
 
     def vm_start(self, ctx, session, vm, start_paused, force):
         """VM.start(vm, start_paused, force)."""
-        return self._start(vm, _bool(start_paused, "start_paused"), None)
+        return self._start(ctx, vm, _bool(start_paused, "start_paused"), None)
 
     def vm_start_on(self, ctx, session, vm, host, start_paused, force):
         """VM.start_on(vm, host, start_paused, force)."""
         self.db.record("host", host)
-        return self._start(vm, _bool(start_paused, "start_paused"), host)
+        return self._start(ctx, vm, _bool(start_paused, "start_paused"), host)
 
     def _require_running(self, vm):
         def check(record):
@@ -174,14 +238,8 @@ class _Ops(object):
     # --- PBD -------------------------------------------------------------------------------
 
     def pbd_plug(self, ctx, session, pbd):
-        """PBD.plug: no-op when attached; SR_BACKEND_FAILURE_108 while the target is down."""
-        record = self.db.record("PBD", pbd)
-        if record["currently_attached"]:
-            return ""
-        sr_uuid = self.db.get("SR", record["SR"], "uuid")
-        self.sim.assert_storage_reachable(sr_uuid, record["device_config"])
-        self.db.update("PBD", pbd, currently_attached=True)
-        return ""
+        """PBD.plug as xapi and SM do it (see plug.py); allowed on a disabled host."""
+        return self.sim.plugger.plug(pbd, ctx.task)
 
     def pbd_unplug(self, ctx, session, pbd):
         """PBD.unplug: detach (no check of VDIs in use)."""

@@ -3,18 +3,29 @@
 Layout (every key optional except names; see ``agent/lab/hosts/default.toml``)::
 
     [auth]      username, password           # checked for logins over TCP only
-    [pool]      name_label, auto_poweron
+    [pool]      name_label, auto_poweron, ha_enabled
     [host]      name_label, hostname, address, uuid, enabled, auto_enable,
-                maintenance_mode, boot_seconds
+                maintenance_mode, boot_seconds, system_boot, operator_disabled,
+                disabled_until_reboot, pending_guidances, pool_member, master_address,
+                emergency (a pool member's emergency-mode stage, see member.py)
+    [simulator] any of simulator.DEFAULT_SETTINGS (durations in seconds, switches)
     [[network]] name_label, bridge, mtu, other_config, [network.pif] (device, management,
                 ip_configuration_mode, ip, netmask, gateway, mac, currently_attached)
     [[sr]]      name_label, uuid, type, shared, attached, reachable, device_config
     [[vm]]      name_label, uuid, power_state, auto_poweron, order, start_delay,
                 networks (network name_labels), srs (SR name_labels or uuids), other_config,
-                is_a_template, snapshot_of (name_label of the VM it is a snapshot of)
+                is_a_template, snapshot_of (name_label of the VM it is a snapshot of),
+                ha_protected (ha_always_run and ha_restart_priority "restart")
+
+``[host] enabled`` is the host's enabled field as xapi starts; start-up (``boot_seconds`` of
+HOST_STILL_BOOTING, 0 = at once) then runs consider_enabling_host, which enables it unless
+``auto_enable = false``, ``disabled_until_reboot`` (kept only when ``system_boot = false``, a
+toolstack restart), ``pending_guidances`` or HA with an unplugged PBD forbid it.
+``operator_disabled = true`` is an operator's plain ``xe host-disable`` once start-up is done
+(in xapi's memory only: a toolstack restart re-enables the host).
 
 A network without ``pif`` is internal; its bridge is named ``xapiN`` by xapi's rule
-(docs/xapi-behaviour.md §8) unless ``bridge`` is given.
+(xapi_network.ml ``choose_bridge_name``) unless ``bridge`` is given.
 """
 
 import pkgutil
@@ -88,6 +99,7 @@ class VmSpec(object):
     other_config = attr.ib(default=(), converter=_freeze_map)
     is_a_template = attr.ib(default=False)
     snapshot_of = attr.ib(default="")   # name_label of a VM: this is its snapshot (a template)
+    ha_protected = attr.ib(default=False)
 
 
 @attr.s(frozen=True)
@@ -102,6 +114,14 @@ class HostSpec(object):
     auto_enable = attr.ib(default=True)
     maintenance_mode = attr.ib(default=False)
     boot_seconds = attr.ib(default=0.0)
+    system_boot = attr.ib(default=True)
+    operator_disabled = attr.ib(default=False)
+    disabled_until_reboot = attr.ib(default=False)
+    pool_member = attr.ib(default=False)   # this host is a member; a master row is made
+    master_address = attr.ib(default="192.0.2.1")
+    emergency = attr.ib(default="")        # a member.STAGES name: start in emergency mode
+    pending_guidances = attr.ib(default=(), converter=lambda v: (v,) if isinstance(v, str)
+                                else tuple(str(g) for g in v))
 
 
 @attr.s(frozen=True)
@@ -110,6 +130,7 @@ class PoolSpec(object):
 
     name_label = attr.ib(default="")
     auto_poweron = attr.ib(default=True)
+    ha_enabled = attr.ib(default=False)
 
 
 @attr.s(frozen=True)
@@ -124,6 +145,7 @@ class Scenario(object):
     username = attr.ib(default="root")
     password = attr.ib(default="")
     source = attr.ib(default="<default>")
+    settings = attr.ib(default=(), converter=lambda v: tuple(sorted(dict(v).items())))
 
     def sr_by_ref(self, key):
         """The SrSpec whose uuid or name_label is ``key``, or None."""
@@ -164,7 +186,7 @@ def _build(kind, table, source, where):
 
 def parse_scenario(data, source="<scenario>"):
     """Validate a decoded TOML document into a Scenario; raises ScenarioError naming the key."""
-    known = ("auth", "pool", "host", "network", "sr", "vm")
+    known = ("auth", "pool", "host", "network", "sr", "vm", "simulator")
     for key in data:
         if key not in known:
             raise ScenarioError("%s: unknown top-level key %r; known: %s"
@@ -189,9 +211,26 @@ def parse_scenario(data, source="<scenario>"):
         host=_build("host", data.get("host", {}), source, "host"),
         networks=networks, srs=srs, vms=vms,
         username=str(auth.get("username", "root")), password=str(auth.get("password", "")),
-        source=source)
+        source=source, settings=_settings(data.get("simulator", {}), source))
     _check_references(scenario)
     return scenario
+
+
+def _settings(table, source):
+    """The [simulator] table: names and value types of simulator.DEFAULT_SETTINGS."""
+    from .simulator import DEFAULT_SETTINGS
+    if not isinstance(table, dict):
+        raise ScenarioError("%s: simulator must be a table" % source)
+    for key, value in table.items():
+        if key not in DEFAULT_SETTINGS:
+            raise ScenarioError("%s: unknown key simulator.%s; known keys: %s"
+                                % (source, key, ", ".join(sorted(DEFAULT_SETTINGS))))
+        if isinstance(DEFAULT_SETTINGS[key], bool) != isinstance(value, bool) or not isinstance(
+                value, (bool, int, float)):
+            raise ScenarioError("%s: simulator.%s must be %s" % (
+                source, key, "true or false" if isinstance(DEFAULT_SETTINGS[key], bool)
+                else "a number of seconds"))
+    return table
 
 
 def _check_references(scenario):

@@ -1,6 +1,6 @@
 """The XAPI datamodel the simulator serves: classes, fields, defaults and value forms.
 
-Records are kept in their XML-RPC wire form, as xapi sends them (docs/xapi-behaviour.md §1): API ints are
+Records are kept in their XML-RPC wire form, as xapi sends them (mirage/ocaml-rpc ``Xmlrpc``): API ints are
 decimal strings, refs are ``OpaqueRef:<uuid>`` strings (``OpaqueRef:NULL`` when unset), enums are
 their exact constant names, sets are lists and maps are dicts of strings, datetimes are
 ``xmlrpc.client.DateTime``. The field tables live in ``datamodel.txt`` next to this module.
@@ -14,7 +14,7 @@ NULL_REF = "OpaqueRef:NULL"
 EPOCH = "19700101T00:00:00Z"
 
 # Classes whose rows produce events (datamodel gen_events = true), in event/table order.
-EVENT_CLASSES = ("pool", "host", "VM", "VIF", "network", "PIF", "SR", "PBD", "VBD", "VDI")
+EVENT_CLASSES = ("pool", "host", "VM", "VIF", "network", "PIF", "SR", "PBD", "VBD", "VDI", "task")
 
 # DB column names join a namespaced field's parts with "__" (Db_names.name_label = "name__label",
 # seen in db_cache_impl.ml db_get_by_name_label); get_all_records_where compares these columns.
@@ -132,7 +132,7 @@ def _sexpr_atom(text):
 
 
 def db_string(value):
-    """The DB string form of a wire value, which where-expressions compare (docs/xapi-behaviour.md §9).
+    """The DB string form of a wire value, which where-expressions compare (db_filter.ml).
 
     Bools are "true"/"false", ints decimal, enums and refs as they are; sets and maps use the
     S-expression form of xapi's String_marshall_helper: ('a' 'b') and (('k' 'v')).

@@ -1,12 +1,12 @@
 """HTTP/1.1 XML-RPC listeners on a Unix socket and on 127.0.0.1, with a simulated outage.
 
-Threaded, keep-alive, POST to ``/`` or ``/RPC2`` (xen-api datamodel.ml post_root, post_RPC2). Traps avoided
-(socketserver.StreamRequestHandler.setup): no ``TCP_NODELAY`` on AF_UNIX (``setsockopt`` fails with EOPNOTSUPP) and no
+Threaded, keep-alive, POST to ``/`` or ``/RPC2`` (datamodel.ml ``post_root``, ``post_RPC2``).
+Traps avoided: no ``TCP_NODELAY`` on AF_UNIX (``setsockopt`` fails with EOPNOTSUPP) and no
 request logging that assumes ``client_address`` is a tuple (it is ``''`` on AF_UNIX).
 
 ``stop()`` models xapi exiting: the listening sockets close but the socket *file* stays, so new
-connections get ``ConnectionRefusedError`` (docs/xapi-behaviour.md §4); idle kept-alive connections are
-shut down and busy ones close right after their reply.
+connections get ``ConnectionRefusedError`` (xapi.ml ``listen_unix_socket`` unlinks only at
+start); idle kept-alive connections are shut down and busy ones close right after their reply.
 """
 
 import http.server
@@ -44,7 +44,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "xapi"
     sys_version = ""
-    disable_nagle_algorithm = False   # TCP_NODELAY breaks AF_UNIX (Lib/socketserver.py)
+    disable_nagle_algorithm = False   # TCP_NODELAY fails with EOPNOTSUPP on AF_UNIX
 
     def setup(self):
         """Register the connection with the frontend (for outages)."""

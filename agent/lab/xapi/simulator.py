@@ -20,14 +20,38 @@ from .api import Api, Context
 from .control import Controls, dispatch_control
 from .db import Database
 from .errors import Disconnect, XapiError
+from .member import PoolMember
+from .plug import Plugger
 from .power import Power
 from .scenario import Scenario, load_scenario
 from .server import Frontend, check_socket_path
+from .startup import Startup
+from .tasks import Tasks
 
 LOG = logging.getLogger(__name__)
 
+# Durations and switches of xapi's and SM's behaviour (see docs/xapi-fidelity.md). The defaults
+# keep tests fast; XAPI_TIMINGS are the values of a real host. Change them with the
+# ``settings`` argument, a scenario's [simulator] table, or sim.set_setting(name, value).
+DEFAULT_SETTINGS = {
+    "vm_start_seconds": 0.0,       # VM.start: domain build until Running (current_operations holds it)
+    "plug_seconds": 0.0,           # PBD.plug that succeeds: SM attach time
+    "plug_connect_timeout": 0.0,   # PBD.plug to a target that does not answer (SM: 5 s) -> 108
+    "plug_stall_seconds": 0.0,     # PBD.plug whose NFS mount hangs (90 s and more) -> 73
+    "autostart_vms": False,        # run xapi-autostart-vms after start-up (xapi-domains.service)
+    "init_completes": True,        # False: "init complete" never comes (mgmt bridge without a port)
+    "init_wait_seconds": 300.0,    # xapi-wait-init-complete's timeout before xapi-domains runs
+    "startup_plugs": False,        # xapi plugs unattached PBDs at start-up (create_storage.ml)
+    "sr_stat_interval": 0.0,       # periodic SR.stat (xapi: 120 s); 0 = off
+    "bridge_after_halted": 0.0,    # > 0: the bridge goes this long after the Halted event
+    "reboot_keeps_bridge": False,  # a VM reboot keeps its bridge (only the vif is swapped)
+    "empty_db_seconds": 0.0,       # after (re)start, calls answer from an empty DB this long
+}
+XAPI_TIMINGS = {"plug_connect_timeout": 5.0, "plug_stall_seconds": 90.0,
+                "init_wait_seconds": 300.0, "sr_stat_interval": 120.0}
 
-class Simulator(Controls):
+
+class Simulator(Startup, PoolMember, Controls):
     """One simulated single-host pool listening on a Unix socket (and optionally TCP).
 
     ``scenario`` is a Scenario, a TOML path, or None for the default scenario. ``port`` None
@@ -35,10 +59,12 @@ class Simulator(Controls):
     monotonic clock used for boot phases and the timeline. ``seed`` makes refs, uuids and MACs
     reproducible. ``event_from_delay`` is xapi's 50 ms batching delay; ``auth_failure_delay``
     the pause before SESSION_AUTHENTICATION_FAILED (xapi: 5 s; default 0 to keep tests fast).
+    ``settings`` overrides DEFAULT_SETTINGS (after the scenario's [simulator] table).
     """
 
     def __init__(self, socket_path, port=None, scenario=None, clock=time.monotonic, seed=None,
-                 event_from_delay=0.05, auth_failure_delay=0.0, local_db_path=None):
+                 event_from_delay=0.05, auth_failure_delay=0.0, local_db_path=None,
+                 settings=None):
         check_socket_path(socket_path)
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -51,12 +77,22 @@ class Simulator(Controls):
         self.event_from_delay = float(event_from_delay)
         self.auth_failure_delay = float(auth_failure_delay)
         self.latency = 0.0
-        self.storage_probe = None     # fn(device_config dict) -> bool overrides reachability
+        # fn(device_config dict) -> bool or an sm.OUTCOMES string (e.g. sm.TcpProbe(netns=...))
+        self.storage_probe = None
+        self.settings = dict(DEFAULT_SETTINGS)
+        self.settings.update(dict(scenario.settings))
+        for name, value in dict(settings or {}).items():
+            self.set_setting(name, value)
         self.local_db = {}
         self.db = Database(self._new_uuid)
         self.index = build.build(self.db, scenario, self.rng, self.local_db)
         self.power = Power(self.db, self.index, clock)
+        self.power.settings = self.settings
+        self.tasks = Tasks(self.db, self.index.host)
+        self.plugger = Plugger(self)
         self.api = Api(self)
+        self._init_startup()
+        self._init_member()
         self.frontend = Frontend(socket_path, port, self._handle)
         self._control_lock = threading.RLock()
         self._plug_failures = {}
@@ -80,8 +116,7 @@ class Simulator(Controls):
                 with self.power.lock:
                     if self.db.get("VM", ref, "power_state") == "Halted":
                         self.power.start(ref, paused=spec.power_state == "Paused")
-        if self.scenario.host.boot_seconds > 0:
-            self._start_boot(self.scenario.host.boot_seconds)
+        self._start_boot(self.scenario.host.boot_seconds, first=True)
         self.frontend.start()
         self._started = True
         return self
@@ -94,6 +129,7 @@ class Simulator(Controls):
                 if timer is not None:
                     timer.cancel()
             self._restart_timer = self._boot_timer = None
+            self._stop_startup_timers()
             self._outage.set()
         self.frontend.stop(remove_socket=True)
         self.db.destroy_all_sessions()
@@ -116,7 +152,7 @@ class Simulator(Controls):
 
     @property
     def unix_url(self):
-        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (docs/xapi-behaviour.md §1)."""
+        """The XenAPI URL of the Unix socket: every '/' of the path becomes '_' (XenAPI.py ``UDSHTTPConnection``)."""
         return "http://%s/" % self.socket_path.replace("/", "_")
 
     @property
@@ -160,6 +196,11 @@ class Simulator(Controls):
             self.wait_or_disconnect(self.latency)
         return self.api.call(method, params, ctx)
 
+    @property
+    def outage(self):
+        """Whether xapi is down (a toolstack restart in progress)."""
+        return self._outage.is_set()
+
     def wait_or_disconnect(self, seconds):
         """Sleep ``seconds``; raise Disconnect if a toolstack restart happens meanwhile."""
         if self._outage.wait(seconds):
@@ -170,45 +211,12 @@ class Simulator(Controls):
     def _new_uuid(self):
         return str(uuidlib.UUID(int=self.rng.getrandbits(128), version=4))
 
-    @property
-    def booting(self):
-        """Whether xapi is still starting up (host.enable answers HOST_STILL_BOOTING)."""
-        return self.clock() < self._booting_until
-
     def put_local_db(self, key, value):
         """Set a Localdb key and rewrite local.db, as Localdb.put does."""
         with self._control_lock:
             if self.local_db.get(key) != value:
                 self.local_db[key] = value
                 localdb.write(self.local_db_path, self.local_db)
-
-    def _start_boot(self, seconds):
-        """Begin a start-up phase; at its end consider_enabling_host runs (docs/xapi-behaviour.md §5)."""
-        if seconds <= 0:
-            self._booting_until = 0.0
-            self._consider_enabling_host()
-            return
-        self._booting_until = self.clock() + seconds
-        timer = threading.Timer(seconds, lambda: self._end_boot(timer))
-        timer.daemon = True
-        self._boot_timer = timer
-        timer.start()
-
-    def _end_boot(self, timer):
-        with self._control_lock:
-            if self._stopped or self._boot_timer is not timer:
-                return   # stopped, or a restart replaced this boot phase meanwhile
-            self._boot_timer = None
-            self._booting_until = 0.0
-            self._consider_enabling_host()
-
-    def _consider_enabling_host(self):
-        # Xapi_host_helpers.consider_enabling_host: enable unless Localdb forbids it.
-        if self.local_db.get(localdb.HOST_DISABLED_UNTIL_REBOOT) == "true":
-            return
-        if self.local_db.get(localdb.HOST_AUTO_ENABLE, "true") == "false":
-            return
-        self.db.update("host", self.index.host, enabled=True)
 
     def forget_vm(self, vm_ref):
         """Drop a destroyed VM from the simulator's index."""
@@ -220,16 +228,28 @@ class Simulator(Controls):
             self.index.extra_vms.remove(vm_ref)
 
     def assert_storage_reachable(self, sr_uuid, device_config):
-        """Raise SR_BACKEND_FAILURE_108 if a plug of this SR must fail now (docs/xapi-behaviour.md §7)."""
+        """SM's attach of this SR now: waits as SM would, raises its SR_BACKEND_FAILURE_<n>
+        (plug.py, sm.py); sim.plug_failures forces the next plugs to fail with 108."""
         with self._control_lock:
             failures = self._plug_failures.get(sr_uuid, 0)
             if failures > 0:
                 self._plug_failures[sr_uuid] = failures - 1
-        probe = self.storage_probe
-        reachable = probe(dict(device_config)) if probe is not None else self.index.reachable.get(
-            sr_uuid, True)
-        if failures > 0 or not reachable:
+        if failures > 0:
             # NFSSR.attach -> util._testHost(server, 2049, 'NFSTarget') -> SM error 108, mapped by
             # sm_exec.ml to [SR_BACKEND_FAILURE_<code>, "", description, stderr].
             raise XapiError("SR_BACKEND_FAILURE_108", "",
                             "Unable to detect an NFS service on this target.", "")
+        self.plugger.attach(sr_uuid, device_config)
+
+    def set_setting(self, name, value):
+        """Change one of DEFAULT_SETTINGS (INVALID_VALUE for an unknown name or bad value)."""
+        if name not in DEFAULT_SETTINGS:
+            raise XapiError("INVALID_VALUE", "setting", name, "known: " + ", ".join(
+                sorted(DEFAULT_SETTINGS)))
+        default = DEFAULT_SETTINGS[name]
+        if isinstance(default, bool):
+            value = value if isinstance(value, bool) else str(value).lower() == "true"
+        else:
+            value = float(value)
+        self.settings[name] = value
+        return value

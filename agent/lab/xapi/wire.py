@@ -1,4 +1,4 @@
-"""XML-RPC encoding the way xapi writes it (mirage/ocaml-rpc ``Xmlrpc``, docs/xapi-behaviour.md §1).
+"""XML-RPC encoding the way xapi writes it (mirage/ocaml-rpc ``Xmlrpc``).
 
 Strings go out as bare ``<value>text</value>`` (no ``<string>`` tag); Python ints become
 ``<i4>`` (xapi uses Int32 only for event.from ``valid_ref_counts``; API ints are already decimal
