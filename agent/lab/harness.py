@@ -1,6 +1,7 @@
 """A simulated host for the lab and the benches: namespaces, the XAPI simulator, `agent run`.
 
-``Host`` builds the dom0/fw/lan topology, starts the simulator on a Unix socket whose path
+``Host`` builds the dom0/fw/lan topology (agent/lab/netns.py, the same builder as the lab's;
+``bridge`` or ``$SSPN_BRIDGE`` picks Linux or Open vSwitch bridges), starts the simulator on a Unix socket whose path
 has no ``_`` (XenAPI maps it to ``/``, xapi-facts §1.1), makes starting the firewall VM
 create its bridge and VIF in dom0, makes storage reachability real (a ping from dom0 to
 the NFS server), writes an agent.toml for the run and starts the real agent as its own
@@ -77,9 +78,11 @@ def private_dir(prefix):
 class Host(object):
     """The simulated host of one rehearsal; a context manager that always cleans up."""
 
-    def __init__(self, probe=True, config_text=None, fast=True):
-        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults."""
+    def __init__(self, probe=True, config_text=None, fast=True, bridge=None):
+        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults.
+        ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``, else Linux bridges)."""
         self.dir = private_dir("sspnlab")
+        self.bridge = bridge
         self.probe = probe
         self.fast = fast
         self.config_text = config_text
@@ -107,7 +110,7 @@ class Host(object):
     def start(self):
         """Topology and simulator; the agent is started by ``start_agent``."""
         from agent.lab.xapi import Simulator
-        self.topology = Topology().create()
+        self.topology = Topology(bridge=self.bridge).create()
         self.sim = Simulator(os.path.join(self.dir, "xapi"))
         self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL]))
         self.sim.storage_probe = self._storage_answers
