@@ -78,11 +78,13 @@ def private_dir(prefix):
 class Host(object):
     """The simulated host of one rehearsal; a context manager that always cleans up."""
 
-    def __init__(self, probe=True, config_text=None, fast=True, bridge=None):
+    def __init__(self, probe=True, config_text=None, fast=True, bridge=None, bring_up=True):
         """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults.
-        ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``, else Linux bridges)."""
+        ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``, else Linux bridges).
+        ``bring_up`` False: a started firewall's new bridge stays down (with its VIF as port)
+        until the test calls ``topology.bridge_up``, as if xcp-networkd were slow."""
         self.dir = private_dir("sspnlab")
-        self.bridge = bridge
+        self.bridge, self.bring_up = bridge, bring_up
         self.probe = probe
         self.fast = fast
         self.config_text = config_text
@@ -112,7 +114,7 @@ class Host(object):
         from agent.lab.xapi import Simulator
         self.topology = Topology(bridge=self.bridge).create()
         self.sim = Simulator(os.path.join(self.dir, "xapi"))
-        self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL]))
+        self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL], up=self.bring_up))
         self.sim.storage_probe = self._storage_answers
         self.sim.start()
         with open(os.path.join(self.dir, "xensource-inventory"), "w") as f:

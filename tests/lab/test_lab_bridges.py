@@ -1,0 +1,57 @@
+"""`agent lab --bridge`: the rehearsal on Open vSwitch bridges as on dom0, and what it says without them.
+
+Real parts: `agent lab` itself (runner.main), the XAPI simulator, with root the real agent in
+dom0 on a private ovsdb-server and ovs-vswitchd inside the dom0 namespace.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from agent.lab import orphans, ovs, runner
+from tests.kernel.labhelp import ovs_missing
+
+NETNS = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                           reason="needs root and iproute2 `ip` to create network namespaces")
+
+
+def _processes_naming(text):
+    """Pids of the running processes (zombies excluded) whose command line contains ``text``."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and text in orphans.cmdline(int(p))
+            and not orphans.process_gone(int(p))]
+
+
+@NETNS
+@pytest.mark.skipif(ovs_missing() is not None, reason=ovs_missing() or "")
+def test_cold_boot_on_open_vswitch_ends_healthy_and_leaves_no_daemon(capsys):
+    """`agent lab --bridge ovs`: cold boot ends HEALTHY with a ping through the firewall; the run
+    says which bridges it used; no namespace, OVS daemon or state directory of it is left."""
+    code = runner.main(["--bridge", "ovs", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    run = doc["runs"][0]
+    assert code == 0, run["error"]
+    assert run["summary"]["ping"]["ok"] and run["lab"]["bridges"] == ovs.OvsBridges.description
+    out = subprocess.check_output(["ip", "netns", "list"]).decode()
+    assert not set(run["lab"]["namespaces"]) & set(line.split()[0] for line in out.splitlines() if line)
+    state = os.path.join(orphans.STATE_ROOT, run["lab"]["namespaces"][0][:-len("-dom0")])
+    assert _processes_naming(state + "/") == [] and not os.path.exists(state)
+
+
+def test_without_open_vswitch_it_says_how_to_install_it(monkeypatch, capsys):
+    """No ovs-vswitchd: one line naming the package and the exit status 69, no traceback, no lab."""
+    monkeypatch.setattr(runner, "netns_available", lambda: True)
+    monkeypatch.setattr(ovs, "missing", lambda: ovs.INSTALL_HINT)
+    assert runner.main(["--bridge", "ovs"]) == runner.EX_UNAVAILABLE
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "apt-get install" in err and "openvswitch-switch" in err and "Traceback" not in err
+
+
+def test_open_vswitch_is_refused_on_the_in_memory_model(capsys):
+    """--bridge ovs with --in-memory: one line saying it needs namespaces."""
+    assert runner.main(["--bridge", "ovs", "--in-memory"]) == runner.EX_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs root and `ip netns`" in err
