@@ -93,6 +93,9 @@ class _Env(object):
             when = self.lab.now()  # the bridge appears during inner: bind delays count from here
             inner(vm_name, record, domid, bridges, old_state, new_state)
             mine = [b for b in bridges if b in self.fw_by_bridge] if vm_name in self.plan.uplinks else []
+            up_at = getattr(getattr(self, "topology", None), "up_at", {})
+            if mine and new_state == "Running" and mine[0] in up_at:
+                when = max(when, up_at[mine[0]])  # ... or from its bring-up, the end of inner
             text, extra = "VM %s %s -> %s" % (vm_name, old_state, new_state), {}
             if new_state == "Running" and old_state in ("Halted", "Suspended"):
                 extra.update(vm_started=vm_name, by_lab=self.lab.acting())

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from agent.lab import bridges, orphans
 
@@ -114,6 +115,7 @@ class Topology(object):
         self.lan = prefix + "-lan"
         self.backend = bridges.make(bridge, self)
         self.state_dir = None
+        self.up_at = {}   # bridge -> wall time (time.time()) of its last bring-up
         self._created = []
         self._owner = os.getpid()
         self._lock = threading.RLock()
@@ -283,6 +285,7 @@ class Topology(object):
 
     def bridge_up(self, bridge):
         """Bring dom0's ``bridge`` up (xcp-networkd's step after the bridge and its ports exist)."""
+        self.up_at[bridge] = time.time()  # before: the agent may bind before `ip` has exited
         self.ip("dom0", "link", "set", bridge, "up")
 
     def vm_stopped(self, domid, bridge, device=0):
