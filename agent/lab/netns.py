@@ -81,8 +81,9 @@ PREFIX = "sspn"
 
 
 def sweep_orphans():
-    """Remove what labs that no longer run left behind (agent/lab/orphans.py): their daemons
-    first, then their namespaces ``<prefix>-<role>``. Returns the namespace names removed."""
+    """Remove what labs that no longer run left behind (agent/lab/orphans.py): their OVS daemons
+    first (by pid file), then whatever still runs inside their namespaces ``<prefix>-<role>``
+    (their agent, say), then the namespaces. Returns the namespace names removed."""
     removed = []
 
     def delete(prefix):
@@ -94,6 +95,8 @@ def sweep_orphans():
         for role in ROLES:
             name = "%s-%s" % (prefix, role)
             if name in present:
+                pids = _run(["ip", "netns", "pids", name], check=False).split()
+                orphans.stop_pids([int(p) for p in pids if p.isdigit()], name)
                 _run(["ip", "netns", "del", name], check=False)
                 removed.append(name)
     orphans.sweep(delete)

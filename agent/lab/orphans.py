@@ -101,6 +101,27 @@ def stop_by_pidfile(path, marker, wait=STOP_WAIT):
     return process_gone(pid)
 
 
+def stop_pids(pids, where, wait=STOP_WAIT):
+    """SIGTERM the processes ``pids`` (found inside a dead lab's namespace ``where``), SIGKILL
+    those left after ``wait`` s. True when all are gone (zombies count as gone)."""
+    started = dict((pid, start_time(pid)) for pid in pids if pid > 1)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        left = [pid for pid, t in started.items() if not process_gone(pid, t)]
+        if not left:
+            return True
+        if signum == signal.SIGKILL:
+            log.warning("pids %s in %s did not stop within %.0f s, killing them", left, where, wait)
+        for pid in left:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass  # gone meanwhile
+        end = time.monotonic() + wait
+        while time.monotonic() < end and any(not process_gone(p, started[p]) for p in left):
+            time.sleep(0.01)
+    return all(process_gone(pid, t) for pid, t in started.items())
+
+
 def _root():
     """STATE_ROOT, made 0700 if missing; refused when it is a link, not a directory or not ours."""
     try:

@@ -8,11 +8,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from agent.lab import orphans, ovs, runner
-from tests.kernel.labhelp import ovs_missing
+from agent.lab.netns import sweep_orphans
+from tests.kernel.labhelp import backends, namespaces_with_prefix, ovs_missing
+from tests.waiting import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NETNS = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                            reason="needs root and iproute2 `ip` to create network namespaces")
@@ -55,3 +60,46 @@ def test_open_vswitch_is_refused_on_the_in_memory_model(capsys):
     assert runner.main(["--bridge", "ovs", "--in-memory"]) == runner.EX_UNAVAILABLE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs root and `ip netns`" in err
+
+
+def _running_lab(pid):
+    """(state directory, pids inside its dom0) of the lab process ``pid`` once its agent runs in dom0."""
+    for prefix in os.listdir(orphans.STATE_ROOT):
+        try:
+            with open(os.path.join(orphans.STATE_ROOT, prefix, orphans.OWNER)) as f:
+                if json.load(f)["pid"] != pid:
+                    continue
+        except (OSError, ValueError, KeyError):
+            continue
+        out = subprocess.Popen(["ip", "netns", "pids", prefix + "-dom0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL).communicate()[0].decode()
+        inside = [int(p) for p in out.split()]
+        if any("agent run" in orphans.cmdline(p) for p in inside):
+            return os.path.join(orphans.STATE_ROOT, prefix), inside
+    return None
+
+
+@NETNS
+@pytest.mark.parametrize("bridge", backends())
+def test_sigkilled_lab_leaves_nothing_after_the_sweep(bridge):
+    """`agent lab` killed with SIGKILL mid-scenario leaves its namespaces, its agent and (on Open
+    vSwitch) its daemons behind; the next sweep stops every process in them and removes them all."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "lab", "--bridge", bridge, "--scenario",
+                             "toolstack-restart"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        state, inside = wait_until(lambda: _running_lab(proc.pid), timeout=30,
+                                   message="the lab's agent running in its dom0 namespace")
+        prefix = os.path.basename(state)
+        proc.kill()
+        proc.wait()
+        assert len(namespaces_with_prefix(prefix + "-")) == 3
+        assert [p for p in inside if not orphans.process_gone(p)], "nothing was left to sweep"
+        removed = sweep_orphans()
+        assert sorted(removed) == sorted(prefix + "-" + role for role in ("dom0", "fw", "lan"))
+        assert [p for p in inside if not orphans.process_gone(p)] == []
+        assert _processes_naming(state + "/") == [] and not os.path.exists(state)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
