@@ -167,7 +167,12 @@ def main(argv=None):
         return code
     forced = args.in_memory or os.environ.get(FORCE_MEMORY_ENV) == "1"
     memory = forced or not netns_available()
-    if args.bridge == "ovs":
+    from agent.lab import bridges
+    if args.bridge is None and bridges.default_name() not in bridges.NAMES:
+        print("agent lab: %s=%s is not a bridge backend; use one of: %s" % (
+            bridges.BRIDGE_ENV, os.environ.get(bridges.BRIDGE_ENV), ", ".join(bridges.NAMES)), file=sys.stderr)
+        return 2
+    if args.bridge == "ovs" or (not memory and bridges.default_name() == "ovs"):
         from agent.lab import ovs
         problem = "--bridge ovs needs root and `ip netns` (not the in-memory model)" if memory else ovs.missing()
         if problem:
@@ -188,7 +193,7 @@ def main(argv=None):
             try:
                 run = run_one(name, plan, memory, timeout, args.bridge)
             except NetnsUnavailable as exc:
-                if args.bridge == "ovs":  # asked for OVS bridges: the in-memory model has none
+                if (args.bridge or bridges.default_name()) == "ovs":  # the in-memory model has no OVS
                     print("agent lab: cannot build the lab on Open vSwitch bridges: %s" % exc,
                           file=sys.stderr)
                     return EX_UNAVAILABLE

@@ -103,3 +103,11 @@ def test_sigkilled_lab_leaves_nothing_after_the_sweep(bridge):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_unknown_backend_in_the_environment_is_one_line(monkeypatch, capsys):
+    """SSPN_BRIDGE naming no backend: one line with the choices, exit 2, no traceback."""
+    monkeypatch.setenv("SSPN_BRIDGE", "vde")
+    assert runner.main(["--in-memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "linux, ovs" in err and "Traceback" not in err
