@@ -1,6 +1,6 @@
 """Open vSwitch bridges for the lab: a private ovsdb-server and ovs-vswitchd per topology.
 
-As on dom0 (xcp-networkd's ``network_server.ml`` drives ``ovs-vsctl``), the bridges are
+As on dom0 (xcp-networkd runs ``ovs-vsctl``: xen-api ``network_utils.ml``, module ``Ovs``), the bridges are
 Open vSwitch bridges. This machine has no ``openvswitch`` kernel module, so they use the
 userspace datapath (``datapath_type=netdev``): each bridge's internal port is a tap device,
 and its ports are plain links that vswitchd reads with AF_PACKET -- no ``master`` link.
