@@ -5,7 +5,8 @@ default, nothing to install) or as Open vSwitch bridges with the userspace datap
 (agent/lab/ovs.py). Both follow xapi's order for a VIF on a PIF-less network: the bridge is
 created down, the VIF is added as a port, and xcp-networkd brings the bridge up afterwards
 (xcp-networkd, xen-api ``network_server.ml``: ``Bridge.create``, and ``Interface.bring_up``,
-which is ``ip link set up``; the VIF is plugged by the ``vif`` hotplug script). The topology (agent/lab/netns.py) issues that last step itself.
+which is ``ip link set up``; the VIF is plugged by the ``vif`` hotplug script). The topology
+(agent/lab/netns.py) issues that last step itself.
 
 A backend answers with the ports of a bridge (``ports``), so tests ask it instead of
 assuming the kernel's shape: a Linux bridge's port shows ``master <bridge>``, an Open
