@@ -2,9 +2,9 @@
 
 ``Host`` builds the dom0/fw/lan topology (agent/lab/netns.py, the same builder as the lab's;
 ``bridge`` or ``$SSPN_BRIDGE`` picks Linux or Open vSwitch bridges), starts the simulator on a
-Unix socket whose path has no ``_`` (XenAPI maps it to ``/``, xapi-facts §1.1), makes starting the firewall VM
-create its bridge and VIF in dom0, makes storage reachability real (a ping from dom0 to
-the NFS server), writes an agent.toml for the run and starts the real agent as its own
+Unix socket whose path has no ``_`` (XenAPI maps it to ``/``, xapi-facts §1.1), makes starting
+the firewall VM create its bridge and VIF in dom0, makes storage reachability real (a ping
+from dom0 to the NFS server), writes an agent.toml for the run and starts the real agent as its own
 process inside dom0 -- the same code path as `agent run` on a host. Needs root.
 """
 
