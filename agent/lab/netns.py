@@ -82,7 +82,7 @@ PREFIX = "sspn"
 
 def sweep_orphans():
     """Remove what labs that no longer run left behind (agent/lab/orphans.py): their OVS daemons
-    first (by pid file), then whatever still runs inside their namespaces ``<prefix>-<role>``
+    first (by pid file), then whatever still runs inside their namespaces ``<prefix>-*``
     (their agent, say), then the namespaces. Returns the namespace names removed."""
     removed = []
 
@@ -92,13 +92,11 @@ def sweep_orphans():
                           if line.strip())
         except Exception:  # no `ip`: create() will say so
             return
-        for role in ROLES:
-            name = "%s-%s" % (prefix, role)
-            if name in present:
-                pids = _run(["ip", "netns", "pids", name], check=False).split()
-                orphans.stop_pids([int(p) for p in pids if p.isdigit()], name)
-                _run(["ip", "netns", "del", name], check=False)
-                removed.append(name)
+        for name in sorted(n for n in present if n.startswith(prefix + "-")):  # extra roles too
+            pids = _run(["ip", "netns", "pids", name], check=False).split()
+            orphans.stop_pids([int(p) for p in pids if p.isdigit()], name)
+            _run(["ip", "netns", "del", name], check=False)
+            removed.append(name)
     orphans.sweep(delete)
     return removed
 
@@ -119,6 +117,7 @@ class Topology(object):
         self.backend = bridges.make(bridge, self)
         self.state_dir = None
         self.up_at = {}   # bridge -> wall time (time.time()) of its last bring-up
+        self._extra = {}  # role -> namespace name, from add_namespace
         self._created = []
         self._owner = os.getpid()
         self._lock = threading.RLock()
@@ -211,10 +210,27 @@ class Topology(object):
     # --- helpers ------------------------------------------------------------------------------
 
     def ns(self, role):
-        """The namespace name for a role ("dom0", "fw", "lan"); a full name passes through."""
+        """The namespace name for a role ("dom0", "fw", "lan", or one added with
+        ``add_namespace``); a full name passes through."""
         if role in ROLES:
             return getattr(self, role)
-        return role
+        return self._extra.get(role, role)
+
+    def add_namespace(self, role):
+        """One more namespace ``<prefix>-<role>`` (lo up), removed with the others; its name.
+
+        For tests that need more than one guest or server (a second firewall VM, a storage
+        server of its own): ``vm_started(..., guest=role)`` puts a VIF's other end there.
+        """
+        if role in ROLES or role in self._extra or not role.replace("_", "").isalnum():
+            raise ValueError("role %r is taken or not a plain word" % role)
+        name = "%s-%s" % (self.prefix, role)
+        _run(["ip", "netns", "add", name])
+        with self._lock:
+            self._created.append(name)
+            self._extra[role] = name
+        self.ip(name, "link", "set", "lo", "up")
+        return name
 
     def exec(self, ns, argv, check=True, input_text=None):
         """Run ``argv`` inside namespace ``ns`` (a role or a name) via ``ip netns exec``; its stdout."""
@@ -262,12 +278,13 @@ class Topology(object):
 
     # --- the firewall VM's VIF ----------------------------------------------------------------
 
-    def vm_started(self, domid, bridge, device=0, gateway=True, up=True, addresses=None):
+    def vm_started(self, domid, bridge, device=0, gateway=True, up=True, addresses=None, guest="fw"):
         """The VM got a VIF on ``bridge``: the veth into fw, the bridge (created down if missing)
         with the VIF as its port, then -- with ``up``, as xcp-networkd does -- the bridge up.
 
         The fw end gets ``addresses`` (default: with ``gateway`` the gateway addresses, v6 with
-        nodad, plus fe80::1; without, none).
+        nodad, plus fe80::1; without, none). ``guest``: the role of the namespace standing for
+        the VM (default fw; another VM's: ``add_namespace``).
         """
         vif, peer = vif_name(domid, device), fw_side_name(domid, device)
         # The VIF first, then the bridge: making a veth end in another namespace holds the
@@ -277,13 +294,13 @@ class Topology(object):
         # before the bridge, it stays out of the bridge's timeline (bench/kernel_latency.py).
         # The fw end comes up last, as a guest's netfront connects after its VIF is plugged:
         # that gives the bridge carrier (an agent read made meanwhile took 5.7 ms).
-        self.ip("dom0", "link", "add", vif, "type", "veth", "peer", "name", peer, "netns", self.fw)
+        self.ip("dom0", "link", "add", vif, "type", "veth", "peer", "name", peer, "netns", self.ns(guest))
         self.backend.plug(bridge, vif, create=bridge not in self.links("dom0"))
         if up:
             self.bridge_up(bridge)
         if addresses is None:
             addresses = (GATEWAY4, GATEWAY6, GATEWAY6_LINK_LOCAL) if gateway else ()
-        self.ip("fw", batch=["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
+        self.ip(guest, batch=["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
                              for text in addresses] + ["link set %s up" % peer])
 
     def bridge_up(self, bridge):
@@ -321,7 +338,7 @@ class Topology(object):
                 self.ip(role, batch=lines)
 
 
-def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=True):
+def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=True, guest_of=None):
     """A simulator VM power hook that plugs and unplugs the VIFs of VMs on internal networks.
 
     Returns ``fn(vm_name, vm_record_dict, domid, bridges, old_state, new_state)`` for
@@ -332,6 +349,7 @@ def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=Tr
     remembered, so a stop removes exactly those even when the record's domid is already -1.
     ``addresses_of(bridge)``: the firewall's addresses on that bridge instead of the gateway
     addresses. ``up`` False leaves new bridges down (``topology.bridge_up`` brings them up).
+    ``guest_of(vm_name)``: the role of the namespace standing for that VM (default fw).
     """
     internal = is_internal or (lambda bridge: bridge.startswith("xapi"))
     plugged = {}  # vm_name -> [(domid, bridge, device)]
@@ -351,7 +369,8 @@ def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=Tr
                 for device, bridge in enumerate(bridges):
                     if internal(bridge):
                         topology.vm_started(int(domid), bridge, device, gateway=not made, up=up,
-                                            addresses=None if addresses_of is None else addresses_of(bridge))
+                                            addresses=None if addresses_of is None else addresses_of(bridge),
+                                            guest=guest_of(vm_name) if guest_of else "fw")
                         made.append((int(domid), bridge, device))
                 if made:
                     plugged[vm_name] = made

@@ -358,3 +358,20 @@ def test_an_ignored_sigint_stays_ignored():
         assert out.strip() == "3" and proc.returncode == 0   # a handler would have emptied it
     finally:
         _reap(proc, prefix)
+
+
+def test_two_vms_on_one_bridge_each_in_its_own_namespace(topology, ping):
+    """A second guest namespace (add_namespace): two VMs' VIFs are ports of one bridge, each VM
+    answers from its own namespace, and both namespaces go with the topology."""
+    second = topology.add_namespace("fw2")
+    topology.vm_started(6, "xapi0", addresses=["192.0.2.1/24"])
+    topology.vm_started(7, "xapi0", addresses=["192.0.2.3/24"], guest="fw2")
+    assert topology.ports("xapi0") == ["vif6.0", "vif7.0"]
+    assert "fwvif7.0" in topology.link_names(second) and "fwvif7.0" not in topology.link_names("fw")
+    topology.ip("dom0", "addr", "add", "192.0.2.2/24", "dev", "xapi0")
+    for address in ("192.0.2.1", "192.0.2.3"):
+        wait_until(lambda: ping(topology, "dom0", address), timeout=10,
+                   message="%s answering dom0 across the bridge" % address)
+    assert second in topology.namespaces
+    with pytest.raises(ValueError):
+        topology.add_namespace("fw2")
