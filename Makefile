@@ -9,7 +9,7 @@ VENV36   ?= .venv36
 PYTEST_ARGS ?=
 export HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: lab test test-new test-36 venv venv36 diagram clean
+.PHONY: lab test test-new test-36 test-ovs venv venv36 diagram clean
 
 # pip >= 21.3 builds in the source tree (build/, *.egg-info): install from a throwaway copy of
 # what the package needs, so the checkout stays clean on every pip and setuptools version.
@@ -41,6 +41,11 @@ test-36: venv36
 	$(VENV36)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: test-new test-36
+
+# The kernel and lab tiers again on Open vSwitch bridges (dom0's kind; userspace datapath, a
+# private ovsdb-server + ovs-vswitchd per topology), current Python. Needs openvswitch-switch.
+test-ovs: venv
+	SSPN_BRIDGE=ovs $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/kernel tests/lab $(PYTEST_ARGS)
 
 diagram: venv
 	$(VENV)/bin/agent diagram

@@ -9,7 +9,8 @@ with the agent's code.
 
   1. bridge appears -> addresses + default routes installed: reboot the firewall VM N times;
      latency = last of {RTM_NEWADDR v4, v6 on the bridge, RTM_NEWROUTE default v4, v6}
-     minus the RTM_NEWLINK of the bridge.
+     minus the first RTM_NEWLINK of the bridge with IFF_UP (the lab makes the bridge down, adds
+     the VIF, then brings it up, as dom0 does; nobody can bind before that).
   2. address removed -> restored: `ip addr del` of the v4 address (the kernel drops the v4
      default route with it) N times; latency = last of {NEWADDR, NEWROUTE v4} minus DELADDR.
   3. route removed -> restored: `ip route del default` v6, N times; NEWROUTE minus DELROUTE.
@@ -24,6 +25,10 @@ by forking `ip` (as vif-ip-binder did). Needs root.
      served on its own, as fast (agent/keeper.py).
 
     python bench/kernel_latency.py [--runs 200] [--json] [--agent-only] [--other-binding-halted]
+    python bench/kernel_latency.py [--runs 200] [--json] [--agent-only] [--bridge linux|ovs|both]
+
+``--bridge``: dom0's bridges as Linux bridges or Open vSwitch (userspace datapath) bridges;
+``both`` runs the whole bench once per backend, one after the other, in this invocation.
 """
 
 import argparse
@@ -107,6 +112,9 @@ class Listener(object):
         index = msg.get("index") or msg.get("oif")
         if kind in ("RTM_NEWLINK", "RTM_DELLINK"):
             self.names[index] = msg.get("ifname")
+            what = "up" if msg["flags"] & 1 else "down"  # IFF_UP, linux/if.h
+            self.events.put((stamp, kind, self.names.get(index, str(index)), what))
+            return
         what = msg.get("address") if "ADDR" in kind else (
             "default%d" % (4 if msg["family"] == socket.AF_INET else 6)
             if "ROUTE" in kind and not msg.get("dst") else msg.get("dst"))
@@ -190,10 +198,10 @@ def run_scenarios(topo, sim, listener, runs, label):
         listener.wait_for([("RTM_DELLINK", bridge, None)])
         listener.drain()
         sim.vm_start("pfsense")
-        seen = listener.wait_for([("RTM_NEWLINK", bridge, None), ("RTM_NEWADDR", bridge, V4),
+        seen = listener.wait_for([("RTM_NEWLINK", bridge, "up"), ("RTM_NEWADDR", bridge, V4),
                                   ("RTM_NEWADDR", bridge, V6), ("RTM_NEWROUTE", bridge, "default4"),
                                   ("RTM_NEWROUTE", bridge, "default6")])
-        appear.append(max(seen.values()) - seen[("RTM_NEWLINK", bridge, None)])
+        appear.append(max(seen.values()) - seen[("RTM_NEWLINK", bridge, "up")])
     out["bridge_appears_to_bound"] = summary(appear)
     addr = []
     for _ in range(runs):
@@ -233,13 +241,18 @@ def main():
     parser.add_argument("--agent-only", action="store_true", help="skip the `ip` reactor half")
     parser.add_argument("--other-binding-halted", action="store_true",
                         help="a second binding whose firewall VM stays halted (agent only)")
+    parser.add_argument("--bridge", choices=("linux", "ovs", "both"), default="linux",
+                        help="dom0's bridges: Linux, Open vSwitch, or both one after the other")
     args = parser.parse_args()
     if args.other_binding_halted:
         return other_binding_halted(args)
     if os.geteuid() != 0 or not shutil.which("ip"):
         sys.exit("kernel_latency needs root and iproute2 (network namespaces)")
-    results = {"method": "bench/rtm_listener.py in dom0 (own process, SCHED_FIFO) stamps each datagram with time.monotonic() at recv; parsed by pyroute2", "runs": args.runs}
-    with Host(probe=False) as host:
+    if args.bridge == "both":
+        return both(args)
+    results = {"method": "bench/rtm_listener.py in dom0 (own process, SCHED_FIFO) stamps each datagram with time.monotonic() at recv; parsed by pyroute2", "runs": args.runs, "bridge": args.bridge}
+    print("bridges: %s" % args.bridge, file=sys.stderr)
+    with Host(probe=False, bridge=args.bridge) as host:
         topo, sim = host.topology, host.sim
         listener = Listener(topo.ns("dom0"), background=True)
         reactor = None
@@ -296,6 +309,13 @@ def other_binding_halted(args):
                 raise RuntimeError("the agent left WAITING_VM: sspn-b's firewall ran?")
         finally:
             listener.close()
+def both(args):
+    """The bench on Linux bridges, then on Open vSwitch bridges, each in its own process."""
+    results = {}
+    for bridge in ("linux", "ovs"):
+        argv = [sys.executable, os.path.abspath(__file__), "--runs", str(args.runs), "--bridge", bridge,
+                "--json"] + (["--agent-only"] if args.agent_only else [])
+        results[bridge] = json.loads(subprocess.check_output(argv, universal_newlines=True))
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -102,6 +102,9 @@ class _Env(object):
             when = self.lab.now()  # the bridge appears during inner: bind delays count from here
             inner(vm_name, record, domid, bridges, old_state, new_state)
             mine = [b for b in bridges if b in self.fw_by_bridge] if vm_name in self.firewalls else []
+            up_at = getattr(getattr(self, "topology", None), "up_at", {})
+            if mine and new_state == "Running" and mine[0] in up_at:
+                when = max(when, up_at[mine[0]])  # ... or from its bring-up, the end of inner
             text, extra = "VM %s %s -> %s" % (vm_name, old_state, new_state), {}
             if new_state == "Running" and old_state in ("Halted", "Suspended"):
                 extra.update(vm_started=vm_name, by_lab=self.lab.acting())
@@ -143,36 +146,15 @@ class _Env(object):
                 "xapi_socket": self.sim.socket_path}
 
 
-class _FirewallVifs(object):
-    """The topology as netns.sim_hook drives it, with the plan's firewall addresses on each bridge
-    instead of netns.py's defaults."""
-
-    def __init__(self, topology, fw_by_bridge):
-        self.topology, self.fw_by_bridge = topology, fw_by_bridge
-
-    def vm_started(self, domid, bridge, device=0, gateway=True):
-        """Bridge and VIF as Topology.vm_started makes them; then this bridge's firewall addresses."""
-        from agent.lab.netns import fw_side_name
-        self.topology.vm_started(domid, bridge, device, gateway=False)
-        peer = fw_side_name(domid, device)
-        lines = ["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
-                 for text in self.fw_by_bridge.get(bridge, ())]
-        if lines:
-            self.topology.ip("fw", batch=lines)
-
-    def vm_stopped(self, domid, bridge, device=0):
-        """As Topology.vm_stopped."""
-        self.topology.vm_stopped(domid, bridge, device)
-
-
 class NetnsEnv(_Env):
     """The real kernel: namespaces dom0/fw/lan and the agent as its own process in dom0."""
 
     kind = NAMESPACES
 
-    def __init__(self, plan, workdir, lab):
+    def __init__(self, plan, workdir, lab, bridge=None):
+        """``bridge``: the bridge backend, "linux" or "ovs" (agent/lab/bridges.py)."""
         _Env.__init__(self, plan, workdir, lab)
-        self.topology = self.netns.Topology()
+        self.topology = self.netns.Topology(bridge=bridge)
         self.agent = None
         self.agent_command = "ip netns exec %s %s -m agent run --config agent.toml" % (
             self.topology.dom0, os.path.basename(sys.executable))
@@ -183,31 +165,15 @@ class NetnsEnv(_Env):
             self.topology.create()
         except self.netns.TopologyError as exc:
             raise NetnsUnavailable(str(exc))
-        self._wire_storage("add")
+        self.topology.storage_targets(self.plan.storage)
         from agent.lab.storage import StorageServices
         self.storage = StorageServices(self.topology.ns("lan"))  # agent/lab/storage.py
         self.storage.start()
         self._wait_lan_v6()
         self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
-            _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.firewalls),
-            is_internal=lambda b: b in self.fw_by_bridge)))
+            self.topology, vm_names=list(self.firewalls), is_internal=lambda b: b in self.fw_by_bridge,
+            addresses_of=lambda b: self.fw_by_bridge.get(b, ()))))
         self._start_sim()
-
-    def _wire_storage(self, verb):
-        """The plan's storage targets on lan's eth0 (besides its own address), routed by fw."""
-        lan, fw = [], []
-        for text in self.plan.storage:
-            ip = ipaddress.ip_address(text)
-            base = self.netns.LAN4 if ip.version == 4 else self.netns.LAN6
-            if text == base.split("/")[0]:
-                continue
-            lan.append("addr %s %s/%d dev eth0%s" % (verb, ip, ip.max_prefixlen,
-                                                     " nodad" if ip.version == 6 else ""))
-            if ip not in ipaddress.ip_interface(base).network:
-                fw.append("route replace %s/%d via %s" % (ip, ip.max_prefixlen, base.split("/")[0]))
-        for role, lines in (("lan", lan), ("fw", fw)):
-            if lines:
-                self.topology.ip(role, batch=lines)
 
     def _wait_lan_v6(self):
         """With IPv6 storage, the storage LAN must answer before the rehearsal starts: on the new
@@ -256,7 +222,7 @@ class NetnsEnv(_Env):
             "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
             "neigh flush dev eth0"])
         self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
-        self._wire_storage("replace")
+        self.topology.storage_targets(self.plan.storage, "replace")
 
     def flush(self):
         """networkd-style: flush the bridges' addresses and the default routes, then networkd
@@ -349,6 +315,7 @@ class NetnsEnv(_Env):
         """As _Env.info, with the namespaces and the agent process."""
         out = _Env.info(self)
         out.update({"namespaces": [self.topology.dom0, self.topology.fw, self.topology.lan],
+                    "bridges": self.topology.backend.description,
                     "agent_pid": self.agent.pid if self.agent else None,
                     "agent_command": self.agent_command})
         return out

@@ -1,9 +1,10 @@
 """A simulated host for the lab and the benches: namespaces, the XAPI simulator, `agent run`.
 
-``Host`` builds the dom0/fw/lan topology, starts the simulator on a Unix socket whose path
-has no ``_`` (XenAPI maps it to ``/``, docs/xapi-behaviour.md §1), makes starting the firewall VM
-create its bridge and VIF in dom0, makes storage reachability real (a ping from dom0 to
-the NFS server), writes an agent.toml for the run and starts the real agent as its own
+``Host`` builds the dom0/fw/lan topology (agent/lab/netns.py, the same builder as the lab's;
+``bridge`` or ``$SSPN_BRIDGE`` picks Linux or Open vSwitch bridges), starts the simulator on a
+Unix socket whose path has no ``_`` (XenAPI maps it to ``/``, docs/xapi-behaviour.md §1), makes starting
+the firewall VM create its bridge and VIF in dom0, makes storage reachability real (a ping
+from dom0 to the NFS server), writes an agent.toml for the run and starts the real agent as its own
 process inside dom0 -- the same code path as `agent run` on a host. Needs root.
 """
 
@@ -78,13 +79,18 @@ def private_dir(prefix):
 class Host(object):
     """The simulated host of one rehearsal; a context manager that always cleans up."""
 
-    def __init__(self, probe=True, config_text=None, fast=True, scenario=None, extra_config=""):
+    def __init__(self, probe=True, config_text=None, fast=True, scenario=None, extra_config="",
+                 bridge=None, bring_up=True):
         """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults.
         ``scenario``: the simulator's host (default: agent/lab/hosts/default.toml);
-        ``extra_config``: TOML appended to the lab's agent.toml (more [[binding]]s, say)."""
+        ``extra_config``: TOML appended to the lab's agent.toml (more [[binding]]s, say).
+        ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``, else Linux bridges).
+        ``bring_up`` False: a started firewall's new bridge stays down (with its VIF as port)
+        until the test calls ``topology.bridge_up``, as if xcp-networkd were slow."""
         self.scenario = scenario
         self.extra_config = extra_config
         self.dir = private_dir("sspnlab")
+        self.bridge, self.bring_up = bridge, bring_up
         self.probe = probe
         self.fast = fast
         self.config_text = config_text
@@ -113,11 +119,11 @@ class Host(object):
     def start(self):
         """Topology and simulator; the agent is started by ``start_agent``."""
         from agent.lab.xapi import Simulator
-        self.topology = Topology().create()
+        self.topology = Topology(bridge=self.bridge).create()
         self.storage = StorageServices(self.topology.ns("lan"))
         self.storage.start()
         self.sim = Simulator(os.path.join(self.dir, "xapi"), scenario=self.scenario)
-        self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL]))
+        self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL], up=self.bring_up))
         self.sim.storage_probe = self._storage_answers
         self.sim.start()
         with open(os.path.join(self.dir, "xensource-inventory"), "w") as f:

@@ -9,25 +9,34 @@
                                      2001:db8:1::1/64     2001:db8:2::1/64  2001:db8:2::10/64
                                      fe80::1              (forwarding on)   default via fw
 
-The internal bridge and the VIF exist only while the firewall VM runs, as with xapi for a
-PIF-less network (docs/xapi-behaviour.md §8). Everything is done with the ``ip`` command, so this module
-needs no pyroute2 and mirrors what an operator would type.
+This is the one builder of that topology: the lab (agent/lab/envs.py), the simulated host of
+the tests and benches (agent/lab/harness.py) and the kernel tests all use ``Topology``. dom0's
+bridges come from a backend (agent/lab/bridges.py): Linux bridges, or Open vSwitch bridges as
+on dom0 (agent/lab/ovs.py); ``$SSPN_BRIDGE`` picks it when the caller does not. The internal
+bridge and the VIF exist only while the firewall VM runs, as with xapi for a PIF-less network
+(xapi ``ocaml/xapi/xapi_network.ml``: ``attach_internal`` -> ``create_internal_bridge`` on VM
+start, ``deregister_vif`` -> ``detach`` after the last VIF): the bridge is created down, the VIF
+is added as a port, then the bridge is brought up. Interfaces and addresses are made
+with the ``ip`` command, so this module needs no pyroute2 and mirrors what an operator types.
 
 Namespaces are removed by ``cleanup()``, on leaving the ``with`` block (also on an exception),
 on SIGINT and SIGTERM (handlers clean up, restore the previous handlers and re-deliver the
-signal) and at interpreter exit.
+signal) and at interpreter exit. A lab killed outright is swept by the next one
+(agent/lab/orphans.py).
 """
 
 import atexit
 import binascii
+import ipaddress
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
-from agent.status import pid_alive
+from agent.lab import bridges, orphans
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ def _run(argv, input_text=None, check=True):
 
 
 def vif_name(domid, device=0):
-    """dom0's name for a VM's VIF (netback's vif<domid>.<devid>, docs/xapi-behaviour.md §8)."""
+    """dom0's name for a VM's VIF (netback's vif<domid>.<devid>: drivers/net/xen-netback/interface.c)."""
     return "vif%d.%d" % (domid, device)
 
 
@@ -72,38 +81,43 @@ PREFIX = "sspn"
 
 
 def sweep_orphans():
-    """Delete the namespaces of labs whose process is gone (named ``sspn-<pid>-<hex>-<role>``).
-
-    A lab killed with SIGKILL (or a machine reset mid-run) cannot clean up after itself; the next
-    lab removes what it left. Only names of exactly our pattern whose pid no longer exists are
-    touched. Returns the names removed.
-    """
-    try:
-        out = _run(["ip", "netns", "list"], check=False)
-    except Exception:  # no `ip`: create() will say so
-        return []
+    """Remove what labs that no longer run left behind (agent/lab/orphans.py): their OVS daemons
+    first (by pid file), then whatever still runs inside their namespaces ``<prefix>-*``
+    (their agent, say), then the namespaces. Returns the namespace names removed."""
     removed = []
-    for line in out.splitlines():
-        parts = line.split()[0].split("-") if line.strip() else []
-        if (len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit() and parts[3] in ROLES
-                and not pid_alive(int(parts[1]))):
-            name = "-".join(parts)
+
+    def delete(prefix):
+        try:
+            present = set(line.split()[0] for line in _run(["ip", "netns", "list"], check=False).splitlines()
+                          if line.strip())
+        except Exception:  # no `ip`: create() will say so
+            return
+        for name in sorted(n for n in present if n.startswith(prefix + "-")):  # extra roles too
+            pids = _run(["ip", "netns", "pids", name], check=False).split()
+            orphans.stop_pids([int(p) for p in pids if p.isdigit()], name)
             _run(["ip", "netns", "del", name], check=False)
-            log.warning("removed namespace %s left by a lab that no longer runs (pid %s)", name, parts[1])
             removed.append(name)
+    orphans.sweep(delete)
     return removed
 
 
 class Topology(object):
-    """Namespaces ``<prefix>-dom0``, ``<prefix>-fw`` and ``<prefix>-lan``, wired as in the module doc."""
+    """Namespaces ``<prefix>-dom0``, ``<prefix>-fw`` and ``<prefix>-lan``, wired as in the module doc.
 
-    def __init__(self, prefix=None):
+    ``bridge``: the bridge backend, "linux" or "ovs" (default: ``$SSPN_BRIDGE``, else "linux").
+    """
+
+    def __init__(self, prefix=None, bridge=None):
         if prefix is None:
             prefix = "%s-%d-%s" % (PREFIX, os.getpid(), binascii.hexlify(os.urandom(3)).decode())
         self.prefix = prefix
         self.dom0 = prefix + "-dom0"
         self.fw = prefix + "-fw"
         self.lan = prefix + "-lan"
+        self.backend = bridges.make(bridge, self)
+        self.state_dir = None
+        self.up_at = {}   # bridge -> wall time (time.time()) of its last bring-up
+        self._extra = {}  # role -> namespace name, from add_namespace
         self._created = []
         self._owner = os.getpid()
         self._lock = threading.RLock()
@@ -126,12 +140,17 @@ class Topology(object):
         sweep_orphans()
         _register(self)
         try:
+            try:
+                self.state_dir = orphans.claim(self.prefix)
+            except OSError as exc:
+                raise TopologyError("cannot make the lab's state directory for %s: %s" % (self.prefix, exc))
             for name in (self.dom0, self.fw, self.lan):
                 _run(["ip", "netns", "add", name])
                 self._created.append(name)
+            self.ip("dom0", "link", "set", "lo", "up")
+            self.backend.start()
+            self.backend.create_bridge(MGMT_BRIDGE)
             self.ip("dom0", batch=[
-                "link set lo up",
-                "link add %s type bridge" % MGMT_BRIDGE,
                 "link set %s up" % MGMT_BRIDGE,
                 "addr add %s dev %s" % (MGMT_ADDRESS, MGMT_BRIDGE),
             ])
@@ -167,11 +186,20 @@ class Topology(object):
             return
         with self._lock:
             created, self._created = self._created, []
+            state_dir, self.state_dir = self.state_dir, None
+        if state_dir is not None:
+            try:  # the daemons first: vswitchd keeps dom0's namespace busy
+                self.backend.stop()
+            except Exception as exc:
+                log.warning("could not stop the %s of %s (%s), continuing", self.backend.description,
+                            self.prefix, exc)
         for name in reversed(created):
             try:
                 _run(["ip", "netns", "del", name], check=False)
             except Exception as exc:  # keep deleting the others
                 log.warning("could not delete namespace %s (%s), continuing", name, exc)
+        if state_dir is not None:
+            orphans.release(state_dir)
         _unregister(self)
 
     @property
@@ -182,10 +210,27 @@ class Topology(object):
     # --- helpers ------------------------------------------------------------------------------
 
     def ns(self, role):
-        """The namespace name for a role ("dom0", "fw", "lan"); a full name passes through."""
+        """The namespace name for a role ("dom0", "fw", "lan", or one added with
+        ``add_namespace``); a full name passes through."""
         if role in ROLES:
             return getattr(self, role)
-        return role
+        return self._extra.get(role, role)
+
+    def add_namespace(self, role):
+        """One more namespace ``<prefix>-<role>`` (lo up), removed with the others; its name.
+
+        For tests that need more than one guest or server (a second firewall VM, a storage
+        server of its own): ``vm_started(..., guest=role)`` puts a VIF's other end there.
+        """
+        if role in ROLES or role in self._extra or not role.replace("_", "").isalnum():
+            raise ValueError("role %r is taken or not a plain word" % role)
+        name = "%s-%s" % (self.prefix, role)
+        _run(["ip", "netns", "add", name])
+        with self._lock:
+            self._created.append(name)
+            self._extra[role] = name
+        self.ip(name, "link", "set", "lo", "up")
+        return name
 
     def exec(self, ns, argv, check=True, input_text=None):
         """Run ``argv`` inside namespace ``ns`` (a role or a name) via ``ip netns exec``; its stdout."""
@@ -227,12 +272,19 @@ class Topology(object):
         """The sorted interface names in namespace ``ns``."""
         return sorted(self.links(ns))
 
+    def ports(self, bridge):
+        """The ports of dom0's ``bridge``, as its backend lists them."""
+        return self.backend.ports(bridge)
+
     # --- the firewall VM's VIF ----------------------------------------------------------------
 
-    def vm_started(self, domid, bridge, device=0, gateway=True):
-        """The VM got a VIF on ``bridge``: create the bridge in dom0 (up) and the veth into fw.
+    def vm_started(self, domid, bridge, device=0, gateway=True, up=True, addresses=None, guest="fw"):
+        """The VM got a VIF on ``bridge``: the veth into fw, the bridge (created down if missing)
+        with the VIF as its port, then -- with ``up``, as xcp-networkd does -- the bridge up.
 
-        With ``gateway`` the fw end gets the gateway addresses (v6 with nodad, plus fe80::1).
+        The fw end gets ``addresses`` (default: with ``gateway`` the gateway addresses, v6 with
+        nodad, plus fe80::1; without, none). ``guest``: the role of the namespace standing for
+        the VM (default fw; another VM's: ``add_namespace``).
         """
         vif, peer = vif_name(domid, device), fw_side_name(domid, device)
         # The VIF first, then the bridge: making a veth end in another namespace holds the
@@ -242,43 +294,62 @@ class Topology(object):
         # before the bridge, it stays out of the bridge's timeline (bench/kernel_latency.py).
         # The fw end comes up last, as a guest's netfront connects after its VIF is plugged:
         # that gives the bridge carrier (an agent read made meanwhile took 5.7 ms).
-        lines = ["link add %s type veth peer name %s netns %s" % (vif, peer, self.fw)]
-        if bridge not in self.links("dom0"):
-            lines += ["link add %s type bridge" % bridge, "link set %s up" % bridge]
-        self.ip("dom0", batch=lines + [
-            "link set %s master %s" % (vif, bridge),
-            "link set %s up" % vif,
-        ])
-        lines = ["link set %s up" % peer]
-        if gateway:
-            lines = ["addr add %s dev %s" % (GATEWAY4, peer),
-                     "addr add %s dev %s nodad" % (GATEWAY6, peer),
-                     "addr add %s dev %s nodad" % (GATEWAY6_LINK_LOCAL, peer)] + lines
-        self.ip("fw", batch=lines)
+        self.ip("dom0", "link", "add", vif, "type", "veth", "peer", "name", peer, "netns", self.ns(guest))
+        self.backend.plug(bridge, vif, create=bridge not in self.links("dom0"))
+        if up:
+            self.bridge_up(bridge)
+        if addresses is None:
+            addresses = (GATEWAY4, GATEWAY6, GATEWAY6_LINK_LOCAL) if gateway else ()
+        self.ip(guest, batch=["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
+                             for text in addresses] + ["link set %s up" % peer])
+
+    def bridge_up(self, bridge):
+        """Bring dom0's ``bridge`` up (xcp-networkd's step after the bridge and its ports exist)."""
+        self.up_at[bridge] = time.time()  # before: the agent may bind before `ip` has exited
+        self.ip("dom0", "link", "set", bridge, "up")
 
     def vm_stopped(self, domid, bridge, device=0):
-        """The VM stopped: destroy its VIF, then the bridge once no port is left (docs/xapi-behaviour.md §8)."""
+        """The VM stopped: destroy its VIF, then the bridge once no port is left (xapi
+        ``xapi_network.ml`` ``deregister_vif``: an internal bridge goes with its last VIF)."""
         vif = vif_name(domid, device)
         links = self.links("dom0")
-        lines = []
         if vif in links:
-            lines.append("link del %s" % vif)  # takes the fw end with it
-        others = [name for name, master in links.items() if master == bridge and name != vif]
-        if bridge in links and not others:
-            lines.append("link del %s" % bridge)
-        if lines:
-            self.ip("dom0", batch=lines)
+            self.backend.unplug(bridge, vif)  # takes the fw end with it
+        if bridge in links and not self.backend.ports(bridge):
+            self.backend.delete_bridge(bridge)
+
+    # --- the storage LAN ----------------------------------------------------------------------
+
+    def storage_targets(self, targets, verb="add"):
+        """Put storage addresses ``targets`` on lan's eth0 (host routes, besides its own address),
+        routed by fw; ``verb`` "add", or "replace" to put them back."""
+        lan, fw = [], []
+        for text in targets:
+            ip = ipaddress.ip_address(text)
+            base = LAN4 if ip.version == 4 else LAN6
+            if text == base.split("/")[0]:
+                continue
+            lan.append("addr %s %s/%d dev eth0%s" % (verb, ip, ip.max_prefixlen,
+                                                     " nodad" if ip.version == 6 else ""))
+            if ip not in ipaddress.ip_interface(base).network:
+                fw.append("route replace %s/%d via %s" % (ip, ip.max_prefixlen, base.split("/")[0]))
+        for role, lines in (("lan", lan), ("fw", fw)):
+            if lines:
+                self.ip(role, batch=lines)
 
 
-def sim_hook(topology, vm_names=None, is_internal=None):
+def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=True, guest_of=None):
     """A simulator VM power hook that plugs and unplugs the VIFs of VMs on internal networks.
 
     Returns ``fn(vm_name, vm_record_dict, domid, bridges, old_state, new_state)`` for
     ``sim.add_vm_power_hook``. ``bridges`` lists the bridges of the VM's networks in VIF device
-    order; only internal ones (``xapiN``, docs/xapi-behaviour.md §8, or ``is_internal(bridge)``) get a VIF
+    order; only internal ones (``xapiN``, or ``is_internal(bridge)``) get a VIF
     here, and only the first gets the gateway addresses. ``vm_names`` limits it to those VMs
     (the firewalls); default: every VM with an internal VIF. The VIFs made at start are
     remembered, so a stop removes exactly those even when the record's domid is already -1.
+    ``addresses_of(bridge)``: the firewall's addresses on that bridge instead of the gateway
+    addresses. ``up`` False leaves new bridges down (``topology.bridge_up`` brings them up).
+    ``guest_of(vm_name)``: the role of the namespace standing for that VM (default fw).
     """
     internal = is_internal or (lambda bridge: bridge.startswith("xapi"))
     plugged = {}  # vm_name -> [(domid, bridge, device)]
@@ -297,7 +368,9 @@ def sim_hook(topology, vm_names=None, is_internal=None):
                 made = []
                 for device, bridge in enumerate(bridges):
                     if internal(bridge):
-                        topology.vm_started(int(domid), bridge, device, gateway=not made)
+                        topology.vm_started(int(domid), bridge, device, gateway=not made, up=up,
+                                            addresses=None if addresses_of is None else addresses_of(bridge),
+                                            guest=guest_of(vm_name) if guest_of else "fw")
                         made.append((int(domid), bridge, device))
                 if made:
                     plugged[vm_name] = made

@@ -34,14 +34,16 @@ SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage"
              "autostart-race", "slow-plug", "nfs-late", "member-emergency")
 FORCE_MEMORY_ENV = "SSPN_LAB_IN_MEMORY"   # "1": the in-memory kernel model even as root
 EX_CONFIG = 78
+EX_UNAVAILABLE = 69
 
 
 class LabInterrupted(BaseException):
     """SIGTERM reached the lab: unwind (every finally cleans up), then exit 143."""
 
 
-def run_one(name, plan, memory, timeout=WAIT_TIMEOUT):
+def run_one(name, plan, memory, timeout=WAIT_TIMEOUT, bridge=None):
     """Scenario ``name`` on a fresh lab; the run as a dict (ok, error, lab, timeline, summary).
+    ``bridge``: the namespaces' bridge backend, "linux" or "ovs" (default ``$SSPN_BRIDGE``).
 
     The temp dir is removed after a success and kept (with agent.log) after a failure.
     """
@@ -55,7 +57,7 @@ def run_one(name, plan, memory, timeout=WAIT_TIMEOUT):
     env = error = ping = stop = None
     finished = False
     try:
-        env = (MemoryEnv if memory else NetnsEnv)(plan, workdir, lab)
+        env = MemoryEnv(plan, workdir, lab) if memory else NetnsEnv(plan, workdir, lab, bridge=bridge)
         lab.env, lab.sim = env, env.sim
         try:
             env.open()
@@ -108,8 +110,11 @@ binding names gets its VIF when started; the simulated host has no other VMs for
 Without root or `ip netns` (or with --in-memory, or %s=1) the agent runs in
 this process on the in-memory kernel model, with the real XAPI simulator and adapter; the
 output says so.
+--bridge ovs builds dom0's bridges with Open vSwitch as on dom0 (a private ovsdb-server and
+ovs-vswitchd inside the dom0 namespace, userspace datapath); it needs openvswitch-switch.
 Exit status: 0 when every scenario ended HEALTHY, 1 when one failed, 78 for a config the lab
-cannot use, 130/143 when interrupted (the lab is removed either way)."""
+cannot use, 69 when Open vSwitch is asked for and missing, 130/143 when interrupted (the lab
+is removed either way)."""
 
 
 def build_parser():
@@ -131,6 +136,9 @@ def build_parser():
                    help="with several scenarios, run the rest after one fails")
     p.add_argument("--in-memory", action="store_true",
                    help="use the in-memory kernel model even where namespaces are available")
+    p.add_argument("--bridge", choices=("linux", "ovs"),
+                   help="dom0's bridges: Linux bridges, or Open vSwitch (userspace datapath) as on "
+                        "dom0 (default: $SSPN_BRIDGE, else linux)")
     return p
 
 
@@ -181,6 +189,17 @@ def main(argv=None):
         return code
     forced = args.in_memory or os.environ.get(FORCE_MEMORY_ENV) == "1"
     memory = forced or not netns_available()
+    from agent.lab import bridges
+    if args.bridge is None and bridges.default_name() not in bridges.NAMES:
+        print("agent lab: %s=%s is not a bridge backend; use one of: %s" % (
+            bridges.BRIDGE_ENV, os.environ.get(bridges.BRIDGE_ENV), ", ".join(bridges.NAMES)), file=sys.stderr)
+        return 2
+    if args.bridge == "ovs" or (not memory and bridges.default_name() == "ovs"):
+        from agent.lab import ovs
+        problem = "--bridge ovs needs root and `ip netns` (not the in-memory model)" if memory else ovs.missing()
+        if problem:
+            print("agent lab: %s" % problem, file=sys.stderr)
+            return EX_UNAVAILABLE
     if memory and not forced:
         print("agent lab: not root or no `ip netns`: the agent runs in-process on the in-memory "
               "kernel model (the XAPI simulator and adapter are real)", file=sys.stderr)
@@ -194,8 +213,12 @@ def main(argv=None):
     try:
         for name in names:
             try:
-                run = run_one(name, plan, memory, timeout)
+                run = run_one(name, plan, memory, timeout, args.bridge)
             except NetnsUnavailable as exc:
+                if (args.bridge or bridges.default_name()) == "ovs":  # the in-memory model has no OVS
+                    print("agent lab: cannot build the lab on Open vSwitch bridges: %s" % exc,
+                          file=sys.stderr)
+                    return EX_UNAVAILABLE
                 print("agent lab: cannot create network namespaces (%s): the agent runs in-process "
                       "on the in-memory kernel model" % exc, file=sys.stderr)
                 memory = True

@@ -1,7 +1,10 @@
 """Fixtures for the real-kernel tests: a throwaway dom0/fw/lan namespace topology, removed even on failure.
 
 Other test modules reuse the ``topology`` fixture; it skips (with the reason) when the run is
-not root or iproute2 is missing, so a module needs no skip marker of its own to use it.
+not root or iproute2 is missing, so a module needs no skip marker of its own to use it. Its
+bridges are the backend ``$SSPN_BRIDGE`` names (Linux bridges by default; ``ovs``: Open
+vSwitch, as on dom0), so the same tests run on both; a test asks ``topology.ports(bridge)``
+rather than assuming one backend's kernel shape.
 """
 
 import pytest

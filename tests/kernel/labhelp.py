@@ -23,3 +23,23 @@ def namespaces_with_prefix(prefix):
 def ping_from(topology, ns, address):
     """True when one echo request from namespace ``ns`` to ``address`` is answered within 1 s."""
     return topology.ping(ns, address)
+
+
+def ovs_missing():
+    """None when Open vSwitch bridges can be built here, else why not (how to install it)."""
+    from agent.lab import ovs
+    return ovs.missing()
+
+
+def backends():
+    """pytest params for each bridge backend; Open vSwitch skips (saying how to install it) when absent."""
+    import pytest
+    return [pytest.param("linux"),
+            pytest.param("ovs", marks=pytest.mark.skipif(ovs_missing() is not None,
+                                                         reason=ovs_missing() or ""))]
+
+
+def process_gone(pid):
+    """True when ``pid`` runs no process or only a zombie (PID 1 may reap late)."""
+    from agent.lab import orphans
+    return orphans.process_gone(pid)

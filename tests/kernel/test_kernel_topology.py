@@ -1,5 +1,11 @@
-"""The lab topology: namespaces made and always removed, the VIF plugged and unplugged, pings crossing fw."""
+"""The lab topology: namespaces made and always removed, the VIF plugged and unplugged, pings crossing fw.
 
+The ``topology`` fixture's bridges follow ``$SSPN_BRIDGE`` (Linux or Open vSwitch); tests ask the
+backend for a bridge's ports instead of assuming one kernel shape. Tests about what a lab
+leaves behind run on every backend installed here.
+"""
+
+import json
 import os
 import shutil
 import signal
@@ -9,8 +15,9 @@ import textwrap
 
 import pytest
 
-from agent.lab.netns import Topology, TopologyError, sim_hook
-from tests.kernel.labhelp import namespaces_with_prefix
+from agent.lab import orphans
+from agent.lab.netns import Topology, TopologyError, sim_hook, sweep_orphans
+from tests.kernel.labhelp import backends, namespaces_with_prefix, process_gone
 from tests.waiting import wait_until
 
 pytestmark = [
@@ -28,7 +35,10 @@ def test_create_and_cleanup_leave_no_namespace():
         assert sorted(namespaces_with_prefix(topo.prefix + "-")) == sorted(
             [topo.dom0, topo.fw, topo.lan])
         assert topo.dom0.startswith("sspn-%d-" % os.getpid())
+        state = topo.state_dir
+        assert os.path.isdir(state)
     assert namespaces_with_prefix(topo.prefix + "-") == []
+    assert not os.path.exists(state)
     topo.cleanup()
     assert topo.namespaces == []
 
@@ -55,29 +65,94 @@ def test_failed_create_removes_what_was_made():
         first.cleanup()
 
 
-def test_sigkilled_lab_namespaces_are_swept_by_the_next_lab():
-    """A lab killed with SIGKILL cannot clean up; the next one removes its namespaces (dead pid),
-    and leaves alone those of a lab still running and names not of our pattern."""
-    dead = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
-    dead.wait()
-    orphan = "sspn-%d-0a0b0c-dom0" % dead.pid
-    alive = "sspn-%d-0d0e0f-fw" % os.getpid()
-    foreign = "sspn-keep-me-%d" % os.getpid()
-    for name in (orphan, alive, foreign):
-        subprocess.check_call(["ip", "netns", "add", name])
+@pytest.mark.parametrize("bridge", backends())
+def test_nothing_left_after_a_failure(bridge):
+    """A run that fails inside the with block leaves no namespace, no daemon and no state directory."""
+    with pytest.raises(RuntimeError):
+        with Topology(bridge=bridge) as topo:
+            topo.vm_started(1, "xapi0")
+            pids, state = topo.backend.processes(), topo.state_dir
+            assert os.path.isdir(state) and (bridge == "linux" or len(pids) == 2)
+            raise RuntimeError("boom")
+    assert namespaces_with_prefix(topo.prefix + "-") == []
+    assert [pid for pid in pids if not process_gone(pid)] == []
+    assert not os.path.exists(state)
+
+
+@pytest.mark.parametrize("bridge", backends())
+def test_sigkilled_lab_is_swept_by_the_next_lab(bridge):
+    """A lab killed with SIGKILL cannot clean up (its daemons keep running); the next lab's sweep
+    stops its daemons, deletes its namespaces and its state directory."""
+    proc, prefix = _run_child("""
+        print(topo.prefix, flush=True)
+        print(json.dumps([topo.state_dir, topo.backend.processes()]), flush=True)
+        sys.stdin.read()
+    """, bridge)
     try:
-        with Topology():
-            left = namespaces_with_prefix("sspn-")
-            assert orphan not in left
-            assert alive in left and foreign in left
+        state, pids = json.loads(proc.stdout.readline())
+        proc.kill()
+        proc.wait()
+        assert len(namespaces_with_prefix(prefix + "-")) == 3 and os.path.isdir(state)
+        assert bridge == "linux" or [pid for pid in pids if not process_gone(pid)] == pids != []
+        with Topology(bridge="linux"):
+            assert namespaces_with_prefix(prefix + "-") == []
+            assert [pid for pid in pids if not process_gone(pid)] == []
+            assert not os.path.exists(state)
     finally:
-        for name in (orphan, alive, foreign):
-            subprocess.call(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        _reap(proc, prefix)
+
+
+def _plant(prefix, pid, pidns, start=None):
+    """A state directory with an owner record, as a lab writes it, and the lab's dom0 namespace."""
+    path = os.path.join(orphans.STATE_ROOT, prefix)
+    os.makedirs(path, 0o700)
+    with open(os.path.join(path, orphans.OWNER), "w") as f:
+        json.dump({"pid": pid, "start": start, "pidns": pidns}, f)
+    subprocess.check_call(["ip", "netns", "add", prefix + "-dom0"])
+    return path
+
+
+def test_sweep_touches_only_labs_provably_dead():
+    """The sweep removes the labs whose recorded owner is gone in this pid namespace (its pid
+    unused, or reused by a process started later) and leaves alone a namespace with no owner
+    record, an owner from another pid namespace, and a live owner."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = orphans.pid_namespace()
+    gone = "sspn-%d-0a0b01" % dead.pid
+    reused = "sspn-%d-0a0b02" % os.getpid()
+    no_record = "sspn-%d-0a0b03" % dead.pid
+    elsewhere = "sspn-%d-0a0b04" % dead.pid
+    alive = "sspn-%d-0a0b05" % os.getpid()
+    planted = [_plant(gone, dead.pid, mine), _plant(reused, os.getpid(), mine, start=1),
+               _plant(elsewhere, dead.pid, "pid:[1]"), _plant(alive, os.getpid(), mine,
+                                                              start=orphans.start_time(os.getpid()))]
+    subprocess.check_call(["ip", "netns", "add", no_record + "-dom0"])
+    try:
+        removed = sweep_orphans()
+        assert sorted(removed) == sorted([gone + "-dom0", reused + "-dom0"])
+        left = namespaces_with_prefix("sspn-")
+        for prefix in (no_record, elsewhere, alive):
+            assert prefix + "-dom0" in left
+        assert not os.path.exists(planted[0]) and not os.path.exists(planted[1])
+        assert os.path.isdir(planted[2]) and os.path.isdir(planted[3])
+    finally:
+        for prefix in (gone, reused, no_record, elsewhere, alive):
+            subprocess.call(["ip", "netns", "del", prefix + "-dom0"], stderr=subprocess.DEVNULL)
+            orphans.release(os.path.join(orphans.STATE_ROOT, prefix))
+
+
+def _no_vif(topology):
+    """dom0 has no VIF and no internal bridge: its only bridge is xenbr0, with no port."""
+    assert topology.backend.bridges() == ["xenbr0"]
+    assert topology.ports("xenbr0") == []
+    assert [n for n in topology.link_names("dom0") if n.startswith(("vif", "xapi"))] == []
+    return True
 
 
 def test_initial_wiring(topology):
     """dom0 has xenbr0 (up, 203.0.113.5/24); fw forwards and reaches lan; no VIF before the VM starts."""
-    assert topology.link_names("dom0") == ["lo", "xenbr0"]
+    assert _no_vif(topology)
     assert "203.0.113.5/24" in topology.ip("dom0", "-o", "addr", "show", "dev", "xenbr0")
     assert ",UP" in topology.ip("dom0", "link", "show", "xenbr0")
     assert topology.exec("fw", ["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "1"
@@ -85,17 +160,17 @@ def test_initial_wiring(topology):
     assert topology.link_names("fw") == ["lan0", "lo"]
 
 
-def _run_child(body):
+def _run_child(body, bridge="linux"):
     """Start a Python child that builds a Topology, prints its prefix and waits; return (proc, prefix)."""
     script = textwrap.dedent("""
-        import signal, sys
+        import json, signal, sys
         # A job started with `&` by a non-interactive shell (CI runners) inherits SIGINT
         # ignored; these children are about the default Python handler behind ours.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, %r)
         from agent.lab.netns import Topology
-        topo = Topology().create()
-    """ % REPO) + textwrap.dedent(body)
+        topo = Topology(bridge=%r).create()
+    """ % (REPO, bridge)) + textwrap.dedent(body)
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True)
@@ -186,15 +261,34 @@ def test_vif_gets_gateway_addresses(topology):
     for address in ("192.0.2.1/24", "2001:db8:1::1/64", "fe80::1/64"):
         assert address in out
     assert not [line for line in out.splitlines() if "fe80::1/64" in line and "tentative" in line]
-    assert "master xapi0" in topology.ip("dom0", "link", "show", "vif3.0")
+    assert topology.ports("xapi0") == ["vif3.0"]
+
+
+def _flags(topology, ifname):
+    """The flags of a dom0 link, as ``ip link`` shows them (``<BROADCAST,MULTICAST,UP,...>``)."""
+    out = topology.ip("dom0", "-o", "link", "show", "dev", ifname)
+    return set(out[out.index("<") + 1:out.index(">")].split(","))
+
+
+def test_bridge_made_down_ports_added_then_up(topology):
+    """As on dom0: the bridge appears down, the VIF is added as its port, and only the separate
+    bring-up step (xcp-networkd's) sets it up."""
+    topology.vm_started(2, "xapi0", up=False)
+    assert "UP" not in _flags(topology, "xapi0")
+    assert topology.ports("xapi0") == ["vif2.0"]
+    assert "UP" in _flags(topology, "vif2.0")
+    topology.bridge_up("xapi0")
+    assert "UP" in _flags(topology, "xapi0")
+    assert topology.ports("xapi0") == ["vif2.0"]
 
 
 def test_bridge_kept_while_another_port_remains(topology):
-    """Stopping one of two VMs on a bridge keeps the bridge; the last one takes it away (docs/xapi-behaviour.md §8)."""
+    """Stopping one of two VMs on a bridge keeps the bridge; the last one takes it away (xapi
+    ``xapi_network.ml`` ``deregister_vif``)."""
     topology.vm_started(4, "xapi0")
     topology.vm_started(5, "xapi0", gateway=False)
     topology.vm_stopped(4, "xapi0")
-    assert "xapi0" in topology.link_names("dom0")
+    assert "xapi0" in topology.link_names("dom0") and topology.ports("xapi0") == ["vif5.0"]
     topology.vm_stopped(5, "xapi0")
     assert "xapi0" not in topology.link_names("dom0")
 
@@ -231,7 +325,7 @@ def test_sim_hook_plugs_internal_networks_only(topology):
     names = set(topology.link_names("dom0"))
     assert "vif9.1" in names and "vif5.1" not in names
     hook("fw", {}, -1, ["xenbr0", "xapi1"], "Running", "Halted")
-    assert topology.link_names("dom0") == ["lo", "xenbr0"]
+    assert _no_vif(topology)
     assert topology.link_names("fw") == ["lan0", "lo"]
 
 
@@ -264,3 +358,20 @@ def test_an_ignored_sigint_stays_ignored():
         assert out.strip() == "3" and proc.returncode == 0   # a handler would have emptied it
     finally:
         _reap(proc, prefix)
+
+
+def test_two_vms_on_one_bridge_each_in_its_own_namespace(topology, ping):
+    """A second guest namespace (add_namespace): two VMs' VIFs are ports of one bridge, each VM
+    answers from its own namespace, and both namespaces go with the topology."""
+    second = topology.add_namespace("fw2")
+    topology.vm_started(6, "xapi0", addresses=["192.0.2.1/24"])
+    topology.vm_started(7, "xapi0", addresses=["192.0.2.3/24"], guest="fw2")
+    assert topology.ports("xapi0") == ["vif6.0", "vif7.0"]
+    assert "fwvif7.0" in topology.link_names(second) and "fwvif7.0" not in topology.link_names("fw")
+    topology.ip("dom0", "addr", "add", "192.0.2.2/24", "dev", "xapi0")
+    for address in ("192.0.2.1", "192.0.2.3"):
+        wait_until(lambda: ping(topology, "dom0", address), timeout=10,
+                   message="%s answering dom0 across the bridge" % address)
+    assert second in topology.namespaces
+    with pytest.raises(ValueError):
+        topology.add_namespace("fw2")
