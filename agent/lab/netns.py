@@ -295,6 +295,7 @@ class Topology(object):
         # The fw end comes up last, as a guest's netfront connects after its VIF is plugged:
         # that gives the bridge carrier (an agent read made meanwhile took 5.7 ms).
         self.ip("dom0", "link", "add", vif, "type", "veth", "peer", "name", peer, "netns", self.ns(guest))
+        self.backend.guest_end(self.ns(guest), peer)
         self.backend.plug(bridge, vif, create=bridge not in self.links("dom0"))
         if up:
             self.bridge_up(bridge)

@@ -17,12 +17,12 @@ import subprocess
 
 from agent.lab import orphans
 
-INSTALL_HINT = ("Open vSwitch is not installed (no ovs-vswitchd): apt-get install "
-                "--no-install-recommends openvswitch-switch (with a policy-rc.d exiting 101 so "
-                "the packaged service does not start)")
+INSTALL_HINT = ("Open vSwitch is not installed (no ovs-vswitchd or ethtool): apt-get install "
+                "--no-install-recommends openvswitch-switch ethtool (with a policy-rc.d exiting 101 "
+                "so the packaged service does not start)")
 SCHEMA = ("/usr/share/openvswitch/vswitch.ovsschema",)
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")   # stop order
-PROGRAMS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl")
+PROGRAMS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ethtool")
 VSCTL_TIMEOUT = 10   # seconds ovs-vsctl waits for the database and for vswitchd to apply a change
 
 
@@ -120,6 +120,13 @@ class OvsBridges(object):
     def add_port(self, bridge, port):
         """Add the dom0 link ``port`` to ``bridge``."""
         self.vsctl("add-port", bridge, port)
+
+    def guest_end(self, ns, peer):
+        """Checksum the guest end's packets in the kernel: the userspace datapath forwards a
+        veth's packets as they are, and a TCP segment left for the NIC to checksum
+        (CHECKSUM_PARTIAL, include/linux/skbuff.h) would reach dom0 with a bad checksum and be
+        dropped; ICMP, checksummed in full, crosses either way."""
+        self._run(["ip", "netns", "exec", ns, "ethtool", "-K", peer, "tx", "off"])
 
     def plug(self, bridge, port, create):
         """``create``: make the bridge (down) first; add ``port`` in the same transaction; set it up."""
