@@ -18,13 +18,10 @@ def _status_paths(args):
     """(status path, trace path) from --file or the config's [files], else the defaults."""
     from agent import status, trace
     status_path, trace_path = status.DEFAULT_PATH, trace.DEFAULT_PATH
-    if getattr(args, "config", None) and os.path.exists(args.config):
-        from agent import config as cfgmod
-        try:
-            cfg = cfgmod.load_config(args.config)
-            status_path, trace_path = cfg.files.status, cfg.files.trace
-        except cfgmod.ConfigError:
-            pass
+    if not getattr(args, "file", None) and getattr(args, "config", None) and \
+            os.path.lexists(args.config):
+        cfg = _load_config_or_exit(args.config)  # a FIFO or a huge file: one line, exit 78
+        status_path, trace_path = cfg.files.status, cfg.files.trace
     return (getattr(args, "file", None) or status_path, getattr(args, "file", None) or trace_path)
 
 
@@ -32,26 +29,39 @@ def cmd_status(args):
     """Render the status file; exit 0 when the agent runs, 3 when it does not."""
     from agent import status
     path = args.file or _status_paths(args)[0]
-    data = status.read(path)
-    running = status.is_running(data)
+    data, running, code, note = status.verdict(path)
     if args.json:
-        out = dict(data or {})
+        from agent import text
+        out = text.clean_tree(dict(data or {}))
         out["running"] = running
+        out["stale"] = code == status.EXIT_STALE
         if data is None:
-            out["error"] = "no status file at %s: the agent is not running (or never ran)" % path
+            out["error"] = note or ("no status file at %s: the agent is not running (or never "
+                                    "ran)" % path)
+        elif note:
+            out["note"] = note
         print(json.dumps(out, indent=1, sort_keys=True))
+    elif data is None and note:
+        print("sspn-agent: %s" % note)
     else:
         print(status.render(data, running))
-    return status.EXIT_RUNNING if running else status.EXIT_NOT_RUNNING
+        if note:
+            print("  %s" % note)
+    return code
 
 
 def cmd_trace(args):
     """Print the last N transitions and effects."""
     from agent import trace
+    from agent import text
     path = args.file or _status_paths(args)[1]
+    if args.n is not None and args.n < 1:
+        print("agent: -n must be at least 1", file=sys.stderr)
+        return 2
     records = trace.read(path, args.n)
     for record in records:
-        print(json.dumps(record, sort_keys=True) if args.json else trace.render(record))
+        print(json.dumps(text.clean_tree(record), sort_keys=True) if args.json
+              else trace.render(record))
     if not records and not args.json:
         print("no trace at %s" % path, file=sys.stderr)
     return 0

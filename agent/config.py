@@ -26,6 +26,24 @@ EX_CONFIG = 78  # sysexits.h EX_CONFIG
 ENABLE_HOST_CHOICES = ("when-locked-out", "always", "never")
 MAX_SECONDS = 86400.0  # longer waits are typos, and huge ones overflow threading timeouts
 MIN_TRACE_BYTES = 4096
+MAX_TRACE_BYTES = 1 << 30
+MAX_CONFIG_BYTES = 1 << 20  # agent.toml.example is 5 KB; a bigger file is a mistake
+# [min, max] of every duration (seconds) and count: below the minimum the agent would spin or
+# flood the journal, above the maximum it would never retry (docs/hostile.md, the example).
+BOUNDS = {
+    ("xapi", "call_timeout"): (0.1, 3600.0),
+    ("timing", "event_timeout"): (0.5, 3600.0),
+    ("timing", "probe_interval"): (0.1, 3600.0),
+    ("timing", "probe_timeout"): (0.05, 60.0),
+    ("timing", "backoff_base"): (0.05, 3600.0),
+    ("timing", "backoff_cap"): (0.2, MAX_SECONDS),
+    ("timing", "retry_budget"): (1, 1000),
+    ("files", "trace_max_bytes"): (MIN_TRACE_BYTES, MAX_TRACE_BYTES),
+}
+# Caps of the lists and strings; duplicates are refused everywhere.
+MAX_BINDINGS, MAX_VMS, MAX_ADDRESSES, MAX_SRS, MAX_PROBES = 8, 8, 16, 32, 8
+MAX_STRING = 4096           # paths and urls (PATH_MAX)
+MAX_LABEL = 255             # a name_label the agent looks up
 
 
 class ConfigError(Exception):
@@ -415,6 +433,64 @@ def toml_syntax_error(exc, text, path):
 
 # --- checking ------------------------------------------------------------------------------------
 
+def _bound(value):
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return "%d" % value
+    if isinstance(value, int) and abs(value) >= 10 ** 20:
+        return "a %d-digit number" % len(str(abs(value)))
+    return "%g" % value if isinstance(value, float) else str(value)
+
+
+def _ancestors(directory):
+    while True:
+        yield directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
+
+
+def unsafe_directory(path):
+    """Why the directory of ``path`` is unsafe for the root daemon's files, or "" when safe.
+
+    The directory itself (or, when it does not exist yet, its nearest existing parent, where
+    the agent creates it) must belong to root (or to the user running the agent) and not be
+    writable by group or others; every parent above must belong to root too and, if others
+    may write to it, carry the sticky bit (like /tmp), so nobody can move our directory away.
+    A link on the way must belong to root as well (whoever owns a link can repoint it)."""
+    me = os.geteuid()
+    try:
+        for directory in _ancestors(os.path.dirname(os.path.abspath(path))):
+            try:
+                info = os.lstat(directory)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(info.st_mode) and info.st_uid not in (0, me):
+                return "%s is a link owned by uid %d, not root" % (directory, info.st_uid)
+        first = True
+        for directory in _ancestors(os.path.realpath(os.path.dirname(os.path.abspath(path)))):
+            try:
+                info = os.stat(directory)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                return "%s is not a directory" % directory
+            if info.st_uid not in (0, me):
+                return "%s belongs to uid %d, not root" % (directory, info.st_uid)
+            writable = info.st_mode & 0o022
+            if first and writable:
+                return "%s is writable by %s (mode %04o)" % (
+                    directory, "others" if writable & 0o002 else "its group",
+                    stat.S_IMODE(info.st_mode))
+            if writable and not info.st_mode & stat.S_ISVTX:
+                return "its parent %s is writable by group or others without the sticky " \
+                       "bit (mode %04o)" % (directory, stat.S_IMODE(info.st_mode))
+            first = False
+    except (OSError, ValueError) as exc:
+        return "cannot inspect the directory of %s (%s)" % (_show(path), _reason(exc))
+    return ""
+
+
 class _Checker(object):
     """Walks the decoded TOML once, in schema order; the first problem raises ConfigError."""
 
@@ -449,6 +525,7 @@ class _Checker(object):
                     self.fail(at + (i,), "expected a string, got %s; %s"
                               % (_kind_of(item), _HOW[STR] % key))
                 self.no_nul(at + (i,), item)
+                self.short(at + (i,), item, MAX_LABEL)
             return list(value)
         ok = {STR: isinstance(value, str),
               BOOL: isinstance(value, bool),
@@ -459,6 +536,7 @@ class _Checker(object):
                       % ("an" if kind == INT else "a", kind, _kind_of(value), fix))
         if kind == STR:
             self.no_nul(at, value)
+            self.short(at, value, MAX_STRING)
         if kind == NUM:
             try:
                 value = float(value)
@@ -475,11 +553,37 @@ class _Checker(object):
         if _SURROGATE.search(text):  # parse_config(str) or a JSON "\ud800": not encodable
             self.fail(at, "contains a lone surrogate (not a Unicode character); remove it")
 
+    def short(self, at, text, limit):
+        """Refuse strings longer than ``limit`` characters."""
+        if len(text) > limit:
+            self.fail(at, "is %d characters long; at most %d are allowed" % (len(text), limit))
+
     def seconds(self, at, value):
-        """Refuse durations outside (0, MAX_SECONDS]."""
+        """Refuse durations outside (0, MAX_SECONDS] and outside the key's BOUNDS."""
         if not 0 < value <= MAX_SECONDS:
             self.fail(at, "%r seconds is out of range; use a number above 0 and at most %d"
                       % (value, MAX_SECONDS))
+        self.bounded(at, value, "seconds")
+
+    def bounded(self, at, value, unit):
+        """Refuse a value outside BOUNDS[at], naming the range."""
+        low, high = BOUNDS[tuple(at)]
+        if not low <= value <= high:
+            self.fail(at, "%s %s is out of range; use a value from %s to %s (see "
+                      "agent.toml.example)" % (_bound(value), unit, _bound(low), _bound(high)))
+
+    def capped(self, at, items, limit, what):
+        """Refuse more than ``limit`` entries."""
+        if len(items) > limit:
+            self.fail(at, "has %d %s; at most %d are allowed" % (len(items), what, limit))
+
+    def private_path(self, at, value):
+        """Refuse a [files] path whose directory (or nearest existing parent) another user
+        owns or may write to: a planted link there would steer the root daemon's writes."""
+        problem = unsafe_directory(value)
+        if problem:
+            self.fail(at, "%s; use a directory only root can write, e.g. /run/sspn-agent"
+                      % problem)
 
     def absolute(self, at, value, example):
         """Refuse empty and relative paths: the service's working directory is not ours."""
@@ -574,6 +678,7 @@ def _check_bindings(ck, raws):
     if not raws:
         ck.fail(("binding",), "no [[binding]]; add one: [[binding]] network = \"sspn\" "
                 'vms = ["pfsense"] addresses = ["192.0.2.2/24"]')
+    ck.capped(("binding",), raws, MAX_BINDINGS, "[[binding]] tables")
     bindings, seen_ip, seen_net = [], {}, {}
     for i, raw in enumerate(raws):
         at = ("binding", i)
@@ -591,7 +696,12 @@ def _check_bindings(ck, raws):
         if not raw["vms"]:
             ck.fail(at + ("vms",), 'is empty; list the uplink VM name_labels, e.g. vms = '
                     '["pfsense"]')
+        ck.capped(at + ("vms",), raw["vms"], MAX_VMS, "VMs")
+        ck.capped(at + ("addresses",), raw["addresses"] or (), MAX_ADDRESSES, "addresses")
+        ck.short(at + ("network",), raw["network"], MAX_LABEL)
         for j, vm in enumerate(raw["vms"]):
+            if _UUID.match(vm.strip().lower()):
+                vm = raw["vms"][j] = vm.strip().lower()  # a uuid pins that VM, whatever its label
             if not vm.strip():
                 ck.fail(at + ("vms", j), "is empty; give the name_label of a VM", needle=vm)
             if raw["vms"].index(vm) != j:
@@ -675,6 +785,7 @@ def _check_gateway(ck, key, text, family, bindings):
 
 
 def _check_srs(ck, raws):
+    ck.capped(("sr",), raws, MAX_SRS, "[[sr]] tables")
     srs, seen = [], {}
     for i, raw in enumerate(raws):
         at = ("sr", i)
@@ -690,6 +801,7 @@ def _check_srs(ck, raws):
                     % (uuid, seen[uuid]))
         seen[uuid] = i
         probes = []
+        ck.capped(at + ("probe",), raw["probe"] or (), MAX_PROBES, "addresses")
         for j, text in enumerate(raw["probe"] or ()):
             try:
                 target = parse_ip(text)
@@ -699,6 +811,8 @@ def _check_srs(ck, raws):
             if target.is_unspecified or target.is_multicast:
                 ck.fail(at + ("probe", j), "%s cannot answer a ping; give the storage server's "
                         "address" % target, needle=text)
+            if target in probes:
+                ck.fail(at + ("probe", j), "%s is listed twice; remove one" % target, needle=text)
             probes.append(target)
         srs.append(SrConfig(uuid, probes))
     return srs
@@ -715,6 +829,7 @@ def _check_timing(ck, raw):
     if raw["retry_budget"] < 1:
         ck.fail(at + ("retry_budget",), "%d is below 1; allow at least one attempt, e.g. "
                 "retry_budget = 5" % raw["retry_budget"])
+    ck.bounded(at + ("retry_budget",), raw["retry_budget"], "attempts")
     return TimingConfig(**raw)
 
 
@@ -753,6 +868,11 @@ def _check(top, ck):
     if files["trace_max_bytes"] < MIN_TRACE_BYTES:
         ck.fail(("files", "trace_max_bytes"), "%d is too small; use at least %d (e.g. 1048576)"
                 % (files["trace_max_bytes"], MIN_TRACE_BYTES))
+    ck.bounded(("files", "trace_max_bytes"), files["trace_max_bytes"], "bytes")
+    if os.path.abspath(files["status"]) == os.path.abspath(files["trace"]):
+        ck.fail(("files", "trace"), "is the status file too; give each its own path")
+    ck.private_path(("files", "status"), files["status"])
+    ck.private_path(("files", "trace"), files["trace"])
     return Config(xapi=xapi, bindings=bindings, route=route, management=ManagementConfig(**mgmt),
                   srs=srs, maintenance=MaintenanceConfig(**maint), timing=_check_timing(ck, raw[
                       "timing"]), files=FilesConfig(**files), path=ck.path)
@@ -795,17 +915,58 @@ def parse_config(text, path="<string>"):
                           "with the file" % (type(exc).__name__, exc), path=path) from exc
 
 
-def load_config(path):
-    """parse_config of the file at ``path``; a missing or unreadable file is a ConfigError."""
+def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
+    """The bytes of the regular file at ``path`` (at most ``limit``); ConfigError otherwise.
+
+    Opened with O_NONBLOCK, so a FIFO or a device cannot block the open; fstat must then say
+    a regular file (no FIFO, device, socket or directory is ever read), and the read stops
+    after ``limit`` + 1 bytes, so a file that grows forever costs bounded time and memory."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOCTTY", 0))
     except (OSError, ValueError, TypeError) as exc:
         missing = isinstance(exc, FileNotFoundError)
         raise ConfigError("cannot read the config file (%s); %s" % (
             _reason(exc), "create it from agent.toml.example" if missing else
             "check its path and permissions (the agent runs as root)"), path=str(path)) from None
-    return parse_config(data, str(path))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if
+                    stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
+                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                    else "not a regular file")
+            raise ConfigError("is %s, not a regular file; point the agent at the agent.toml "
+                              "file itself" % kind, path=str(path))
+        if info.st_size > limit:
+            raise ConfigError("is %d bytes, more than the %d a config may have; is it the "
+                              "right file?" % (info.st_size, limit), path=str(path))
+        chunks, size = [], 0
+        while size <= limit:
+            try:
+                chunk = os.read(fd, min(65536, limit + 1 - size))
+            except BlockingIOError:
+                raise ConfigError("did not answer a read at once; point the agent at a regular "
+                                  "file", path=str(path)) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ConfigError("grew past the %d bytes a config may have while being read; is "
+                              "it the right file?" % limit, path=str(path))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError("cannot read the config file (%s); check its path and permissions"
+                          % _reason(exc), path=str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def load_config(path):
+    """parse_config of the file at ``path``; a missing, unreadable, irregular or too large
+    file is a ConfigError (read_config_bytes)."""
+    return parse_config(read_config_bytes(path), str(path))
 
 
 def default_config():

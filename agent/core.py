@@ -430,7 +430,7 @@ class Agent(object):
         while not self.stopped:
             self.due_timers()
             try:
-                event = self.queue.get(timeout=self.wait_seconds(tick))
+                event = self.queue.get(timeout=self.wait_seconds(tick() if callable(tick) else tick))
             except queue.Empty:
                 event = None
             if event is not None:

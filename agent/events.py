@@ -7,6 +7,27 @@ decision thread folds them into its facts and re-checks the world through the po
 
 import attr
 
+from agent import text
+
+
+def redact(value):
+    """repr-like text of ``value`` with every credential-named map entry (device_config's
+    password, chappassword, ...) replaced by REDACTED (agent/text.py); for describe()."""
+    if isinstance(value, dict):
+        return "{%s}" % ", ".join("%r: %s" % (k, "'%s'" % text.REDACTED if text.is_secret_key(k)
+                                               else redact(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value):
+        return "{%s}" % ", ".join("%s: %s" % (k, text.REDACTED if text.is_secret_key(k)
+                                              else redact(v)) for k, v in value)  # frozen map
+    if isinstance(value, (list, tuple)) and not attr.has(type(value)):
+        inner = ", ".join(redact(v) for v in value)
+        return "[%s]" % inner if isinstance(value, list) else "(%s)" % inner
+    if attr.has(type(value)):
+        return "%s(%s)" % (type(value).__name__, ", ".join(
+            "%s=%s" % (f.name, redact(getattr(value, f.name))) for f in attr.fields(type(value))))
+    return value if isinstance(value, str) else repr(value)
+
 
 def _kind(name):
     """Class decorator: name the event kind (the ``cause`` written to the trace)."""
@@ -25,7 +46,8 @@ class Event(object):
     def describe(self):
         """One short line for the trace and the journal."""
         fields = attr.asdict(self, recurse=False)
-        parts = ["%s=%s" % (k, v) for k, v in sorted(fields.items()) if v not in (None, "", (), {})]
+        parts = ["%s=%s" % (k, redact(v)) for k, v in sorted(fields.items())
+                 if v not in (None, "", (), {})]
         return " ".join([self.kind] + parts)
 
 
