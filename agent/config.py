@@ -101,9 +101,12 @@ class XapiConfig(object):
     def read_password(self):
         """The password from ``password_file`` (one line); never logged, never stored on self."""
         try:
-            with open(self.password_file, "rb") as handle:
-                raw = handle.read()
+            raw = read_config_bytes(self.password_file, 4096)  # a FIFO cannot hang the read
             secret = raw.decode("utf-8").rstrip("\r\n")
+        except ConfigError as exc:
+            raise ConfigError("cannot read the password file %s (%s); it must be a regular "
+                              "file of at most 4096 bytes" % (self.password_file, exc.message),
+                              key="xapi.password_file") from None
         except (OSError, ValueError) as exc:
             raise ConfigError("cannot read the password file %s (%s); create it holding the "
                               "password and run chmod 600 %s"

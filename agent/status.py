@@ -231,6 +231,8 @@ def _render(status, running, now=None):
     for item in status.get("routes", []):
         lines.append("  route   default via %-14s dev %-8s %s" % (item["gateway"], item["ifname"],
                                                                "present" if item["present"] else "MISSING"))
+    for item in status.get("replaced_routes", [])[-3:]:
+        lines.append("  route   %s replaced %s" % (item["route"], item["replaced"]))
     for sr in status.get("srs", []):
         lines.append("  sr      %s %s%s" % (sr["uuid"], sr["state"],
                                             " (%s)" % sr["note"] if sr.get("note") else ""))

@@ -28,6 +28,7 @@ class FileReport(Report):
         self._written_at = None
         self.failures = 0          # status writes failed in a row (0: the file is current)
         self._trace_failing = False
+        self.replaced = []         # the last default routes a replace removed (README)
         self._remove_stale_temps()
 
     @property
@@ -53,18 +54,29 @@ class FileReport(Report):
     def transition(self, record):
         entry = dict(record)
         entry["type"] = "transition"
+        for effect in entry.get("effects") or ():
+            self._note_replaced(effect, entry.get("time"))
         self._append(entry)
 
     def effect(self, record):
         entry = dict(record)
         entry["type"] = "effect"
+        self._note_replaced(entry, entry.get("time"))
         self._append(entry)
+
+    def _note_replaced(self, effect, when):
+        result = str(effect.get("result", ""))
+        if "(it replaced " in result:
+            self.replaced.append({"time": when, "route": str(effect.get("what", "")),
+                                  "replaced": result.split("(it replaced ", 1)[1].rstrip(")")})
+            del self.replaced[:-5]
 
     def status(self, snapshot):
         """Rewrite the status file when something other than the retry countdowns changed,
         after a failed write, and at least every status.HEARTBEAT seconds."""
         key = dict(snapshot)
         key.pop("next_retry", None)
+        key["replaced_routes"] = list(self.replaced)
         now = time.monotonic()
         if key == self._last and self._written_at is not None \
                 and now - self._written_at < status_file.HEARTBEAT:
@@ -72,6 +84,8 @@ class FileReport(Report):
         data = dict(snapshot)
         data["updated"] = round(time.time(), 3)
         data["heartbeat"] = status_file.HEARTBEAT
+        if self.replaced:
+            data["replaced_routes"] = list(self.replaced)
         try:
             status_file.write_atomic(self.status_path, data)
         except OSError as e:
