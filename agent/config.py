@@ -918,6 +918,15 @@ def parse_config(text, path="<string>"):
                           "with the file" % (type(exc).__name__, exc), path=path) from exc
 
 
+def _file_kind(mode):
+    """"a FIFO", "a socket", ... for a mode that is not a regular file's, else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or
+            stat.S_ISBLK(mode) else "not a regular file")
+
+
 def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
     """The bytes of the regular file at ``path`` (at most ``limit``); ConfigError otherwise.
 
@@ -929,16 +938,20 @@ def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
                      | getattr(os, "O_NOCTTY", 0))
     except (OSError, ValueError, TypeError) as exc:
         missing = isinstance(exc, FileNotFoundError)
+        try:
+            kind = _file_kind(os.stat(path).st_mode)  # a socket refuses open() with ENXIO
+        except (OSError, ValueError, TypeError):
+            kind = None
+        if kind:
+            raise ConfigError("is %s, not a regular file; point the agent at the agent.toml "
+                              "file itself" % kind, path=str(path)) from None
         raise ConfigError("cannot read the config file (%s); %s" % (
             _reason(exc), "create it from agent.toml.example" if missing else
             "check its path and permissions (the agent runs as root)"), path=str(path)) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if
-                    stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
-                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
-                    else "not a regular file")
+            kind = _file_kind(info.st_mode)
             raise ConfigError("is %s, not a regular file; point the agent at the agent.toml "
                               "file itself" % kind, path=str(path))
         if info.st_size > limit:
@@ -947,7 +960,7 @@ def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
         chunks, size = [], 0
         while size <= limit:
             try:
-                chunk = os.read(fd, min(65536, limit + 1 - size))
+                chunk = os.read(fd, 65536)  # whole blocks: /proc files want aligned reads
             except BlockingIOError:
                 raise ConfigError("did not answer a read at once; point the agent at a regular "
                                   "file", path=str(path)) from None

@@ -20,11 +20,11 @@ REDACTED = "REDACTED"
 # password_secret, ...), plus the usual names of key material.
 _SECRET_KEY = re.compile(r"pass|secret|chap|token|credential|private|psk|"
                          r"(^|[_.-])key($|[_.-])|keyfile|passphrase|auth", re.IGNORECASE)
+_SECRET_HINT = re.compile(r"pass|secret|chap|token|credential|private|psk|key|auth", re.IGNORECASE)
 # A secret written as key=value or 'key': 'value' inside a string (a repr, an error text).
 _SECRET_IN_TEXT = re.compile(
-    r"""(?P<key>['"]?[A-Za-z0-9_.-]*(?:pass|secret|chap|token|credential|private|psk)"""
-    r"""[A-Za-z0-9_.-]*['"]?)(?P<sep>\s*[:=]\s*)(?P<value>'[^']*'|"[^"]*"|[^\s,;}\])]*)""",
-    re.IGNORECASE)
+    r"""(?P<key>(?P<q1>['"]?)(?P<name>[A-Za-z0-9_.-]+)(?P=q1))(?P<sep>\s*[:=]\s*)"""
+    r"""(?P<value>'[^']*'|"[^"]*"|[^\s,;{}\[\]()'"]*)""")
 
 
 def is_secret_key(key):
@@ -49,11 +49,12 @@ def _unsafe(ch):
 
 
 def scrub(text):
-    """``text`` with the value of every credential-named ``key=value`` replaced."""
-    if not _SECRET_IN_TEXT.search(text):
+    """``text`` with the value of every credential-named ``key=value`` / ``'key': 'value'``
+    replaced (the key names of is_secret_key)."""
+    if not _SECRET_HINT.search(text):
         return text
     return _SECRET_IN_TEXT.sub(lambda m: "%s%s%s" % (m.group("key"), m.group("sep"), _quoted(
-        m.group("value"))), text)
+        m.group("value"))) if is_secret_key(m.group("name")) else m.group(0), text)
 
 
 def _quoted(value):
