@@ -19,12 +19,12 @@ JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner,
                                                                 max_size=6),
-    max_leaves=30)
+    max_leaves=12)
 KEYS = ("state", "since", "updated", "pid", "boot_id", "stopped", "reasons", "blockers", "xapi",
         "addresses", "routes", "srs", "next_retry", "transitions", "meaning", "heartbeat",
         "replaced_routes", "type", "time", "from", "to", "effects", "what", "result")
 SHAPED = st.dictionaries(st.sampled_from(KEYS), JSON, max_size=12)
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
