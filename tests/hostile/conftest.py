@@ -29,3 +29,9 @@ def one_clean_line(text):
     """True when ``text`` is one line with no traceback."""
     lines = [line for line in text.splitlines() if line.strip()]
     return len(lines) == 1 and "Traceback" not in text
+
+
+def read(path, binary=False):
+    """The content of ``path`` (closed at once)."""
+    with open(path, "rb" if binary else "r") as f:
+        return f.read()

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import config as cfgmod
-from tests.hostile.conftest import ROOT
+from tests.hostile.conftest import ROOT, read
 
-EXAMPLE = open(os.path.join(ROOT, "agent.toml.example")).read()
+EXAMPLE = read(os.path.join(ROOT, "agent.toml.example"))
 NUMBERS = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64),
                     st.floats(min_value=1e-12, max_value=1e-1),
                     st.integers(min_value=-10 ** 30, max_value=10 ** 30),

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from agent import config as cfgmod
-from tests.hostile.conftest import one_clean_line, run_agent
+from tests.hostile.conftest import ROOT, one_clean_line, read, run_agent
 
 
 def _fifo(d):
@@ -102,8 +102,7 @@ def test_load_config_refuses_without_blocking(tmp_path, kind):
 
 
 def test_a_file_at_the_cap_is_read_and_one_above_is_refused(tmp_path):
-    good = open(os.path.join(cfgmod.__file__.rsplit("/agent/", 1)[0], "agent.toml.example"),
-                "rb").read()
+    good = read(os.path.join(ROOT, "agent.toml.example"), binary=True)
     path = str(tmp_path / "agent.toml")
     with open(path, "wb") as f:
         f.write(good + b"#" * (cfgmod.MAX_CONFIG_BYTES - len(good)))

@@ -18,8 +18,7 @@ from agent import config as cfgmod
 from agent import install, safefile, status, trace
 from agent.adapters.files import FileReport
 from agent.service import AlreadyRunning, take_lock
-from tests.hostile.conftest import ROOT
-from tests.waiting import wait_until
+from tests.hostile.conftest import ROOT, read
 
 
 @pytest.fixture
@@ -101,7 +100,7 @@ def test_modes_are_fixed_whatever_the_umask(tmp_path):
 
 
 def _files_config(status_path, trace_path):
-    example = open(os.path.join(ROOT, "agent.toml.example")).read()
+    example = read(os.path.join(ROOT, "agent.toml.example"))
     example = example.replace('status = "/run/sspn-agent/status.json"',
                               "status = %s" % cfgmod.toml_string(status_path))
     return example.replace('trace = "/var/log/sspn-agent/trace.jsonl"',
@@ -168,6 +167,7 @@ def other_agent(tmp_path):
     yield path, proc
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 def test_a_second_instance_is_refused_and_status_knows_the_first(other_agent):
@@ -232,12 +232,12 @@ def test_install_never_leaves_an_empty_config(tmp_path, monkeypatch):
     monkeypatch.setattr(install, "example_config", lambda: b"# the example\n")
     said = []
     install.install(root=root, pyz=str(pyz), say=said.append)
-    assert open(config, "rb").read() == b"# the example\n" and any("empty" in s for s in said)
+    assert read(config, binary=True) == b"# the example\n" and any("empty" in s for s in said)
     assert stat.S_IMODE(os.stat(config).st_mode) == 0o600
     with open(config, "w") as f:
         f.write("# mine\n")
     install.install(root=root, pyz=str(pyz), say=lambda *_: None)
-    assert open(config).read() == "# mine\n"
+    assert read(config) == "# mine\n"
 
 
 def test_safefile_refuses_irregular_files(tmp_path):
@@ -249,4 +249,3 @@ def test_safefile_refuses_irregular_files(tmp_path):
         safefile.read_bounded(fifo, 10)
     with pytest.raises(safefile.UnsafeFile):
         safefile.read_tail(str(tmp_path), 10)
-    wait_until(lambda: True)

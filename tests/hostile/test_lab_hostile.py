@@ -22,7 +22,7 @@ import pytest
 from agent.lab.harness import Host
 from agent.lab.xapi import build
 from tests.faults import invariants as inv
-from tests.hostile.conftest import ROOT, run_agent
+from tests.hostile.conftest import ROOT, read, run_agent
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
@@ -173,7 +173,7 @@ def test_a_link_planted_as_the_trace_is_not_followed(host):
         wait_until(lambda: "symbolic link" in _log(host), DEADLINE,
                    message="the journal to say the trace is a link")
         inv.assert_recovered(host, deadline=DEADLINE)
-        assert open(victim).read() == "precious\n" and os.stat(victim).st_mode & 0o777 == 0o600
+        assert read(victim) == "precious\n" and os.stat(victim).st_mode & 0o777 == 0o600
     finally:
         os.unlink(trace_path)
         os.rename(trace_path + ".saved", trace_path)
@@ -181,7 +181,7 @@ def test_a_link_planted_as_the_trace_is_not_followed(host):
 
 
 def test_reload_names_restart_only_changes_and_survives_a_fifo(host):
-    original = open(host.config_path).read()
+    original = read(host.config_path)
     moved = original.replace('trace.jsonl"', 'trace-moved.jsonl"')
     try:
         with open(host.config_path, "w") as f:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agent import events as ev
 from agent import logsetup, status, text, trace
 from agent.world import PbdView, VmView
+from tests.hostile.conftest import read
 
 SECRET = "hunter2-S3CRET"
 HOSTILE = ("\n2026-01-01 00:00:00 DEGRADED -> HEALTHY on forged (cause: x)\x1b[2J\x1b[31m"
@@ -69,7 +70,7 @@ def test_every_sink_escapes_and_shortens_a_hostile_label(tmp_path):
     # the trace: written cleaned, rendered cleaned
     path = str(tmp_path / "trace.jsonl")
     trace.TraceFile(path).append(record)
-    raw = open(path, "rb").read()
+    raw = read(path, binary=True)
     assert SECRET.encode() not in raw and raw.count(b"\n") == 1 and len(raw) < 4000
     for rec in trace.read(path):
         line = trace.render(rec)
@@ -80,7 +81,7 @@ def test_every_sink_escapes_and_shortens_a_hostile_label(tmp_path):
                                 "reasons": {"vm:%s" % HOSTILE: HOSTILE}, "blockers": [HOSTILE],
                                 "pbd": {"device_config": {"chappassword": SECRET}},
                                 "transitions": [record]})
-    raw = open(spath, "rb").read()
+    raw = read(spath, binary=True)
     assert SECRET.encode() not in raw and len(raw) < 8000
     for line in status.render(json.loads(raw.decode()), True).splitlines():
         assert _safe(line) and len(line) < 2000
