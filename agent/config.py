@@ -104,8 +104,9 @@ class XapiConfig(object):
             raw = read_config_bytes(self.password_file, 4096)  # a FIFO cannot hang the read
             secret = raw.decode("utf-8").rstrip("\r\n")
         except ConfigError as exc:
-            raise ConfigError("cannot read the password file %s (%s); it must be a regular "
-                              "file of at most 4096 bytes" % (self.password_file, exc.message),
+            raise ConfigError("cannot read the password file %s (%s); create it holding the "
+                              "password (a regular file, at most 4096 bytes) and run chmod 600 %s"
+                              % (self.password_file, exc.message, self.password_file),
                               key="xapi.password_file") from None
         except (OSError, ValueError) as exc:
             raise ConfigError("cannot read the password file %s (%s); create it holding the "

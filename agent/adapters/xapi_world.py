@@ -114,6 +114,14 @@ def _is_real_vm(record):
                 or _bool(record.get("is_control_domain")))
 
 
+def _renamed(label, record):
+    """True when the VM watched for config entry ``label`` no longer matches it (an entry
+    that is a uuid matches whatever the VM is called)."""
+    if _UUID_TEXT.match(label):
+        return record.get("uuid", label) != label
+    return record.get("name_label") != label
+
+
 def _plural(count, word):
     return "%d %s%s" % (count, word, "" if count == 1 else "s")
 
@@ -254,7 +262,7 @@ class Watched(object):
             if not _is_real_vm(record):
                 missing.append("vm %s (a template, snapshot or dom0, not a VM)" % label)
                 return None, label
-            return ref, record.get("name_label", "")
+            return ref, label  # watched by uuid: a rename is not a change of identity
         candidates = {}
         for ref in conn.call("VM.get_by_name_label", label):
             record = conn.call("VM.get_record", ref)
@@ -337,7 +345,7 @@ class Watched(object):
             self.network_bridges[ref] = net.get("bridge", "")
         for ref, label in self.vm_labels.items():
             snap = record("vm", ref)
-            if snap.get("name_label") != label:
+            if _renamed(label, snap):
                 raise ResyncNeeded("VM %s was renamed while resyncing" % ref)
             self.vms[ref] = self._vm_view(conn, ref, snap)
         for sr_ref, uuid in self.sr_uuids.items():
@@ -377,7 +385,7 @@ class Watched(object):
         if cls == "host" and ref == self.host_ref:
             return self._changed("host", ref, self._host_view(snap))
         if cls == "vm" and ref in self.vm_labels:
-            if snap.get("name_label") != self.vm_labels[ref]:
+            if _renamed(self.vm_labels[ref], snap):
                 raise ResyncNeeded("VM %s was renamed from '%s' to '%s'"
                                    % (ref, self.vm_labels[ref], snap.get("name_label")))
             return self._changed("vm", ref, self._vm_view(conn, ref, snap))
