@@ -33,7 +33,7 @@ MAX_CONFIG_BYTES = 1 << 20  # agent.toml.example is 5 KB; a bigger file is a mis
 BOUNDS = {
     ("xapi", "call_timeout"): (0.1, 3600.0),
     ("timing", "event_timeout"): (0.5, 3600.0),
-    ("timing", "probe_interval"): (0.1, 3600.0),
+    ("timing", "probe_interval"): (0.5, 3600.0),
     ("timing", "probe_timeout"): (0.05, 60.0),
     ("timing", "backoff_base"): (0.05, 3600.0),
     ("timing", "backoff_cap"): (0.2, MAX_SECONDS),

@@ -133,3 +133,29 @@ def test_arbitrary_lines_give_a_config_or_one_error_line(lines, where):
         return
     for (section, key), (low, high) in cfgmod.BOUNDS.items():
         assert low <= getattr(getattr(config, section), key) <= high
+
+
+def test_the_journal_cannot_be_flooded():
+    """Whatever a valid config lets happen, the log handler passes a burst, then a rate, and
+    says how many lines it dropped (agent/logsetup.py RateLimit)."""
+    import io
+    import logging
+
+    from agent import logsetup
+    now = [0.0]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logsetup.SafeFormatter("%(message)s"))
+    handler.addFilter(logsetup.RateLimit(clock=lambda: now[0]))
+    logger = logging.getLogger("hostile-flood")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    for i in range(10000):
+        logger.warning("probe %d: no answer, retrying in 0.0 s", i)
+    assert len(stream.getvalue().splitlines()) == logsetup.BURST
+    now[0] += 1.0
+    for i in range(10000):
+        logger.warning("probe %d: no answer", i)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == logsetup.BURST + logsetup.RATE
+    assert lines[logsetup.BURST].startswith("(9800 log lines dropped")
