@@ -30,7 +30,7 @@ def boot_id():
         return ""
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, cleaned=False):
     """Write JSON to ``path`` via a temp file in the same directory and rename().
 
     No fsync: rename alone is atomic against a crash or SIGKILL of the agent (the page cache
@@ -39,7 +39,7 @@ def write_atomic(path, data):
     disk takes, between one repair and the next event."""
     directory = os.path.dirname(path) or "."
     safefile.ensure_dir(directory, 0o755)
-    body = json.dumps(text.clean_tree(data), indent=1, sort_keys=True) + "\n"
+    body = json.dumps(data if cleaned else text.clean_tree(data), indent=1, sort_keys=True) + "\n"
     safefile.write_atomic(path, body.encode("utf-8"), 0o644)
 
 

@@ -70,7 +70,9 @@ def clean(value, limit=LIMIT):
     cut = 0
     if limit and len(value) > limit * 4:  # escaping can only grow it: do not escape megabytes
         cut, value = len(value) - limit * 4, value[:limit * 4]
-    if any(_unsafe(ch) for ch in value):
+    # str.isprintable (C) is False for every character _unsafe names (and for spaces other
+    # than " "): the common, clean string costs one call; only the others are walked
+    if not value.isprintable() and any(_unsafe(ch) for ch in value):
         value = "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in value)
     value = scrub(value)
     if limit and len(value) > limit:
@@ -91,7 +93,9 @@ def clean_tree(value, limit=LIMIT, depth=0):
     (the trace and status writers; the readers run it over whatever a file holds)."""
     if depth > 20:
         return "..."
-    if isinstance(value, str):
+    if type(value) is str:  # the hot path: most strings are short, printable, secret-free
+        if len(value) <= limit and value.isprintable() and not _SECRET_HINT.search(value):
+            return value
         return clean(value, limit)
     if isinstance(value, dict):
         return dict((clean(str(k), 80), REDACTED if is_secret_key(k) else

@@ -11,6 +11,7 @@ import os
 import time
 
 from agent import status as status_file
+from agent import text
 from agent.ports import Report
 from agent.trace import TraceFile
 
@@ -29,6 +30,7 @@ class FileReport(Report):
         self.failures = 0          # status writes failed in a row (0: the file is current)
         self._trace_failing = False
         self.replaced = []         # the last default routes a replace removed (README)
+        self._cleaned = {}         # id(transition record) -> (record, its cleaned copy)
         self._remove_stale_temps()
 
     @property
@@ -87,7 +89,7 @@ class FileReport(Report):
         if self.replaced:
             data["replaced_routes"] = list(self.replaced)
         try:
-            status_file.write_atomic(self.status_path, data)
+            status_file.write_atomic(self.status_path, self._clean(data), cleaned=True)
         except OSError as e:
             self.failures += 1
             if self.failures == 1:
@@ -100,6 +102,22 @@ class FileReport(Report):
         self.failures = 0
         self._last = key
         self._written_at = now
+
+    def _clean(self, data):
+        """text.clean_tree of a snapshot; a finished transition record (the same dict in every
+        snapshot while it is among the last 50) is cleaned once, not at every write."""
+        history = data.pop("transitions", None)
+        out = text.clean_tree(data)
+        if isinstance(history, list):
+            memo = {}
+            for record in history:
+                hit = self._cleaned.get(id(record))
+                if hit is None or hit[0] is not record:
+                    hit = (record, text.clean_tree(record))
+                memo[id(record)] = hit
+            self._cleaned = memo
+            out["transitions"] = [memo[id(r)][1] for r in history]
+        return out
 
     def _append(self, entry):
         try:
