@@ -72,6 +72,8 @@ class FileReport(Report):
             self.replaced.append({"time": when, "route": str(effect.get("what", "")),
                                   "replaced": result.split("(it replaced ", 1)[1].rstrip(")")})
             del self.replaced[:-5]
+            self.log.warning("%s replaced %s (same metric: the kernel keeps one), keeping ours",
+                             self.replaced[-1]["route"], self.replaced[-1]["replaced"])
 
     def status(self, snapshot):
         """Rewrite the status file when something other than the retry countdowns changed,

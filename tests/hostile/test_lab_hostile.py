@@ -138,6 +138,7 @@ def test_a_replaced_default_route_is_named(host):
                message="the trace to name the route the agent replaced")
     host.wait(lambda s: any(wanted in r.get("replaced", "") for r in s.get("replaced_routes", ())),
               "the status to name the replaced route", DEADLINE)
+    assert "replaced %s" % wanted in _log(host)   # and the journal
     assert_nothing_lost(host)
 
 
