@@ -41,6 +41,8 @@ def take_lock(status_path):
     """Hold the instance lock (a POSIX write lock on status.lock_path) for this process's
     life; returns its fd. AlreadyRunning when another process holds it."""
     path = status_mod.lock_path(status_path)
+    if os.path.abspath(path) in status_mod.HELD:
+        raise AlreadyRunning("this process already holds the lock %s, exiting" % path)
     safefile.ensure_dir(os.path.dirname(path), 0o755)
     fd = safefile.open_lock(path, 0o644)
     try:
@@ -55,7 +57,14 @@ def take_lock(status_path):
                              % (" (pid %d)" % holder if holder else "", status_path, path))
     os.ftruncate(fd, 0)
     safefile.write_all(fd, b"%d\n" % os.getpid())
+    status_mod.HELD.add(os.path.abspath(path))
     return fd
+
+
+def release_lock(fd, status_path):
+    """Give the instance lock up (tests; the agent holds it until it exits)."""
+    status_mod.HELD.discard(os.path.abspath(status_mod.lock_path(status_path)))
+    os.close(fd)
 
 
 class SystemClock(Clock):

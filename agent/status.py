@@ -19,6 +19,7 @@ LOCK_NAME = "sspn-agent.lock"
 HEARTBEAT = 30.0        # the agent rewrites the file at least this often (``updated``)
 STALE_AFTER = 4 * HEARTBEAT
 READ_LIMIT = 4 << 20    # a status file is a few KB; more is not ours
+HELD = set()            # lock files this process holds (agent/service.py take_lock)
 
 
 def boot_id():
@@ -76,8 +77,11 @@ def lock_holder(status_path):
     """The pid holding the instance lock; 0 when nobody does; None without a lock file.
 
     F_GETLK only asks (it never takes the lock), so `agent status` cannot make a starting
-    agent fail to get it."""
+    agent fail to get it. Inside the agent that holds it, the file is not opened at all:
+    closing any descriptor of it would drop a POSIX lock."""
     import fcntl
+    if os.path.abspath(lock_path(status_path)) in HELD:
+        return os.getpid()
     try:
         fd = os.open(lock_path(status_path), os.O_RDONLY | os.O_NONBLOCK
                      | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))

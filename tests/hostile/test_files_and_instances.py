@@ -17,7 +17,7 @@ import pytest
 from agent import config as cfgmod
 from agent import install, safefile, status, trace
 from agent.adapters.files import FileReport
-from agent.service import AlreadyRunning, take_lock
+from agent.service import AlreadyRunning, release_lock, take_lock
 from tests.hostile.conftest import ROOT, read
 
 
@@ -90,7 +90,8 @@ def test_modes_are_fixed_whatever_the_umask(tmp_path):
         report.status({"state": "HEALTHY"})
         report.effect({"what": "x", "result": "y"})
         fd = take_lock(str(tmp_path / "run" / "status.json"))
-        os.close(fd)
+        assert status.lock_holder(str(tmp_path / "run" / "status.json")) == os.getpid()
+        release_lock(fd, str(tmp_path / "run" / "status.json"))
     finally:
         os.umask(old)
     modes = dict((name, stat.S_IMODE(os.stat(str(tmp_path / name)).st_mode)) for name in (
@@ -195,7 +196,7 @@ def test_a_second_instance_is_refused_and_status_knows_the_first(other_agent):
     proc.kill()
     proc.wait()
     assert status.lock_holder(path) == 0 and status.verdict(path)[1] is False
-    os.close(take_lock(path))  # free again once the holder is gone (no stale lock file issue)
+    release_lock(take_lock(path), path)  # free again once the holder is gone: no stale lock
 
 
 def test_a_failing_status_write_is_retried_and_reported(tmp_path):
