@@ -928,7 +928,7 @@ def _file_kind(mode):
             stat.S_ISBLK(mode) else "not a regular file")
 
 
-def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
+def read_config_bytes(path, limit=MAX_CONFIG_BYTES, what="the agent.toml file"):
     """The bytes of the regular file at ``path`` (at most ``limit``); ConfigError otherwise.
 
     Opened with O_NONBLOCK, so a FIFO or a device cannot block the open; fstat must then say
@@ -944,8 +944,8 @@ def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
         except (OSError, ValueError, TypeError):
             kind = None
         if kind:
-            raise ConfigError("is %s, not a regular file; point the agent at the agent.toml "
-                              "file itself" % kind, path=str(path)) from None
+            raise ConfigError("is %s, not a regular file; point the agent at %s itself"
+                              % (kind, what), path=str(path)) from None
         raise ConfigError("cannot read the config file (%s); %s" % (
             _reason(exc), "create it from agent.toml.example" if missing else
             "check its path and permissions (the agent runs as root)"), path=str(path)) from None
@@ -953,8 +953,8 @@ def read_config_bytes(path, limit=MAX_CONFIG_BYTES):
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = _file_kind(info.st_mode)
-            raise ConfigError("is %s, not a regular file; point the agent at the agent.toml "
-                              "file itself" % kind, path=str(path))
+            raise ConfigError("is %s, not a regular file; point the agent at %s itself"
+                              % (kind, what), path=str(path))
         if info.st_size > limit:
             raise ConfigError("is %d bytes, more than the %d a config may have; is it the "
                               "right file?" % (info.st_size, limit), path=str(path))
@@ -996,12 +996,11 @@ def default_config():
 
 def read_inventory(path="/etc/xensource-inventory"):
     """The KEY='value' lines of /etc/xensource-inventory as a dict (xapi-facts §6)."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", "replace")
-    except (OSError, ValueError) as exc:
+    try:  # bounded, never blocking: SIGHUP reads it on the decision thread
+        text = read_config_bytes(path, what="the inventory").decode("utf-8", "replace")
+    except ConfigError as exc:
         raise ConfigError("cannot read %s (%s); fix management.inventory or set "
-                          "management.bridge" % (path, _reason(exc)),
+                          "management.bridge" % (path, exc.message),
                           key="management.inventory") from None
     out = {}
     for line in text.splitlines():

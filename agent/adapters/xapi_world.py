@@ -80,8 +80,12 @@ def read_auto_enable(path=LOCAL_DB):
     """
     if not path or not os.path.exists(path):
         return True
-    try:
-        root = ElementTree.parse(path).getroot()
+    try:  # bounded and never blocking (a FIFO there must not hang the resync)
+        from agent.config import ConfigError, read_config_bytes
+        root = ElementTree.fromstring(read_config_bytes(path, what="xapi's local.db"))
+    except ConfigError as exc:
+        log.warning("cannot read %s (%s), assuming host_auto_enable=true", path, exc.message)
+        return True
     except (OSError, ElementTree.ParseError) as exc:
         log.warning("cannot read %s (%s), assuming host_auto_enable=true", path, exc)
         return True

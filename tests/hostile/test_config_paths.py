@@ -140,3 +140,27 @@ def test_reload_of_a_fifo_returns_at_once_and_keeps_the_running_config(tmp_path)
     assert outcome == [None]
     assert [r.getMessage() for r in records if "reload refused" in r.getMessage() and
             "FIFO" in r.getMessage()]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero (endless device)", "huge file"])
+def test_the_other_files_the_agent_reads_are_bounded_too(tmp_path, kind):
+    """The vif-ip-binder file (import-legacy), the inventory (read at start and on SIGHUP) and
+    xapi's local.db (read at each resync): the same bounded, non-blocking read."""
+    from agent.adapters.xapi_world import read_auto_enable
+    plant, _word = PLANTS[kind]
+    path = plant(str(tmp_path))
+    code, out, err = run_agent("config", "import-legacy", path)
+    assert code == 78 and one_clean_line(err) and out == "", err
+    outcome = []
+
+    def read_them():
+        try:
+            cfgmod.read_inventory(path)
+        except cfgmod.ConfigError as exc:
+            outcome.append(str(exc))
+        outcome.append(read_auto_enable(path))
+    thread = threading.Thread(target=read_them, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "a read blocked on %s" % kind
+    assert len(outcome) == 2 and "management.inventory" in outcome[0] and outcome[1] is True
