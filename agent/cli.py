@@ -26,7 +26,8 @@ def _status_paths(args):
 
 
 def cmd_status(args):
-    """Render the status file; exit 0 when the agent runs, 3 when it does not."""
+    """Render the status file; exit 0 when the agent runs, 3 when it does not, 4 when it runs
+    but its file is stale or unreadable (agent/status.py verdict)."""
     from agent import status
     path = args.file or _status_paths(args)[0]
     data, running, code, note = status.verdict(path)
@@ -161,7 +162,8 @@ def build_parser():
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="show the state (exit 0 running, 3 not running)")
+    st = sub.add_parser("status", help="show the state (exit 0 running, 3 not running, 4 running "
+                        "but the file is stale or unreadable)")
     st.add_argument("--json", action="store_true")
     st.add_argument("--file", help="status file (default: [files] status of --config)")
     st.add_argument("--config", default=DEFAULT_CONFIG)

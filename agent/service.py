@@ -46,7 +46,7 @@ def take_lock(status_path):
     safefile.ensure_dir(os.path.dirname(path), 0o755)
     fd = safefile.open_lock(path, 0o644)
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack(status_mod.FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
     except OSError as exc:
         os.close(fd)
         if exc.errno not in (errno.EACCES, errno.EAGAIN):

@@ -20,6 +20,7 @@ HEARTBEAT = 30.0        # the agent rewrites the file at least this often (``upd
 STALE_AFTER = 4 * HEARTBEAT
 READ_LIMIT = 4 << 20    # a status file is a few KB; more is not ours
 HELD = set()            # lock files this process holds (agent/service.py take_lock)
+FLOCK = "hhqqi4x"       # struct flock (fcntl(2)) on 64-bit Linux, as dom0 runs
 
 
 def boot_id():
@@ -87,10 +88,10 @@ def lock_holder(status_path):
                      | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
-    try:
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0)
+    try:  # struct flock of 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (+ padding)
+        query = struct.pack(FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
         answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        kind, _, _, _, pid = struct.unpack("hhqqi4x", answer)
+        kind, _, _, _, pid = struct.unpack(FLOCK, answer)
         return pid if kind != fcntl.F_UNLCK else 0
     except OSError:
         return None
