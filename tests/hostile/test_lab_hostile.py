@@ -39,8 +39,7 @@ STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
 
 @pytest.fixture(scope="module")
 def host():
-    with Host() as lab:
-        lab.start()
+    with Host() as lab:                # starts the topology and the simulator
         sim = lab.sim
         pbd = sim.state()["srs"][SR]["pbd"]
         device_config = dict(sim.db.get("PBD", pbd, "device_config"))
