@@ -61,42 +61,52 @@ class TraceFile(object):
             os.close(fd)
 
 
-def _lines(path, last):
-    """Raw lines of one file: all of it (bounded), or enough of its end for ``last`` lines."""
-    if last:
-        data, size = safefile.read_tail(path, min(READ_LIMIT, TAIL_BYTES * last))
-        cut = size > len(data)
-    else:
+def _records(data):
+    out = []
+    for line in data.split(b"\n"):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            continue  # a torn last line after a crash, or not ours: skip it
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def _read_file(path, last):
+    """(records of one file, whether its start was read): all of it (bounded), or for
+    ``last`` from its end, reading more (doubling) until there are enough."""
+    if not last:
         data, cut = safefile.read_bounded(path, READ_LIMIT)
-    lines = data.split(b"\n")
-    if cut and last:
-        lines = lines[1:]  # the first one is cut in the middle
-    return lines
+        return _records(data), True
+    want = TAIL_BYTES * last
+    while True:
+        want = min(want, READ_LIMIT)
+        data, size = safefile.read_tail(path, want)
+        whole = size <= len(data)
+        if not whole:
+            data = data[data.find(b"\n") + 1:]  # the first line is cut in the middle
+        found = _records(data)
+        if whole or len(found) >= last or want >= READ_LIMIT:
+            return found, whole
+        want *= 2
 
 
 def read(path=DEFAULT_PATH, last=None):
     """Records (dicts) from the rotated file then the current one; the last ``last`` if given.
-    Lines that are not JSON objects are skipped (a torn last line after a crash)."""
+    Lines that are not JSON objects are skipped."""
     records = []
     for p in (path, path + ".1"):  # newest first, so that -n stops early
         try:
-            lines = _lines(p, last)
+            found, whole = _read_file(p, last)
         except OSError:
             continue
-        found = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line.decode("utf-8", "replace"))
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(record, dict):
-                found.append(record)
         records = found + records
-        if last and len(records) >= last:
-            break
+        if last and (len(records) >= last or not whole):
+            break  # enough, or a gap would open between the two files
     return records[-last:] if last else records
 
 

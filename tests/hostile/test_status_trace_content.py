@@ -107,3 +107,21 @@ def test_trace_n_reads_from_the_end_of_a_huge_file(tmp_path, capsys, monkeypatch
     code, out, _ = _run(capsys, "trace", "-n", "3", "--file", path)
     assert code == 0 and len(out.splitlines()) == 3 and "the last: ok" in out.splitlines()[-1]
     assert sum(read) <= 3 * trace.TAIL_BYTES < os.path.getsize(path) // 100
+
+
+def test_trace_n_with_large_records_reads_more_and_never_skips_a_gap(tmp_path, capsys):
+    """Records larger than the per-record guess: -n still gives the last N, in order, from the
+    current file; the rotated file is used only when the current one was read whole."""
+    path = str(tmp_path / "trace.jsonl")
+    with open(path + ".1", "w") as f:
+        f.write(json.dumps({"type": "effect", "time": 1.7e9, "what": "old", "result": "x"}) + "\n")
+    with open(path, "w") as f:
+        for n in range(40):
+            f.write(json.dumps({"type": "effect", "time": 1.7e9, "what": "n%d" % n,
+                                "result": "r" * 20000}) + "\n")
+    records = trace.read(path, 5)
+    assert [r["what"] for r in records] == ["n35", "n36", "n37", "n38", "n39"]
+    assert [r["what"] for r in trace.read(path, 45)][:2] == ["old", "n0"]  # read whole: no gap
+    with open(path, "w") as f:
+        f.write(json.dumps({"type": "effect", "time": 1.7e9, "what": "new", "result": "x"}) + "\n")
+    assert [r["what"] for r in trace.read(path, 5)] == ["old", "new"]
