@@ -31,6 +31,7 @@ class RateLimit(logging.Filter):
         self.lock = threading.Lock()
 
     def filter(self, record):
+        """True while the bucket has a token; a passing line first names what was dropped."""
         with self.lock:
             now = self.clock()
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -50,6 +51,7 @@ class SafeFormatter(logging.Formatter):
     """A Formatter whose message is one cleaned line (agent/text.py)."""
 
     def formatMessage(self, record):  # noqa: N802 -- logging's name
+        """The message cleaned by agent/text.py, then formatted as usual."""
         record.message = text.clean(record.message, MESSAGE_LIMIT)
         return logging.Formatter.formatMessage(self, record)
 
@@ -58,6 +60,7 @@ class JournalFormatter(SafeFormatter):
     """Prefix each line with <N> so journald records its priority (sd-daemon(3))."""
 
     def format(self, record):
+        """Each line of the record (a traceback has several) with its priority prefix."""
         text_ = SafeFormatter.format(self, record)
         prio = _PRIORITY.get(record.levelno, 6)
         return "\n".join("<%d>%s" % (prio, line) for line in text_.splitlines())
