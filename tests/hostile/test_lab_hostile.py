@@ -156,7 +156,8 @@ def test_a_failing_status_write_is_retried_and_agent_status_says_stale(host):
     # no event comes now: only the retry timer can write the file again
     wait_until(lambda: host.status().get("state") == "HEALTHY", DEADLINE,
                message="the retry timer to rewrite the status file")
-    assert "written again after" in _log(host)
+    wait_until(lambda: "written again after" in _log(host), DEADLINE,   # logged after the write
+               message="the journal to say the status file is written again")
     assert_nothing_lost(host)
 
 
