@@ -41,11 +41,18 @@ def scan_files_table(path, limit=SCAN_LIMIT):
     anything else -- escapes, dotted or quoted keys, an inline ``files = {...}``, a longer file
     -- returns None and the caller loads the config properly.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+    try:  # never blocking (a FIFO, a device): anything but a regular file is the loader's to refuse
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         return None
     try:
@@ -83,38 +90,43 @@ def scan_files_table(path, limit=SCAN_LIMIT):
 
 def _status_paths(args):
     """(status path, trace path) from --file or the config's [files], else the defaults."""
-    from agent import status
-    status_path, trace_path = status.DEFAULT_PATH, "/var/log/sspn-agent/trace.jsonl"
+    from agent import status, trace
+    status_path, trace_path = status.DEFAULT_PATH, trace.DEFAULT_PATH
     config = getattr(args, "config", None)
-    if config and os.path.exists(config):
+    if not getattr(args, "file", None) and config and os.path.lexists(config):
         quick = scan_files_table(config)
         if quick is not None:
             status_path, trace_path = quick.get("status", status_path), quick.get("trace", trace_path)
         else:
-            from agent import config as cfgmod
-            try:
-                cfg = cfgmod.load_config(config)
-                status_path, trace_path = cfg.files.status, cfg.files.trace
-            except cfgmod.ConfigError:
-                pass
+            cfg = _load_config_or_exit(config)  # a FIFO or a huge file: one line, exit 78
+            status_path, trace_path = cfg.files.status, cfg.files.trace
     return (getattr(args, "file", None) or status_path, getattr(args, "file", None) or trace_path)
 
 
 def cmd_status(args):
-    """Render the status file; the exit status says the state (status.exit_code)."""
+    """Render the status file; the exit status says the state: 0 HEALTHY, 1 working, 2 DEGRADED,
+    3 not running, 4 running but its file is stale or unreadable (agent/status.py)."""
     from agent import status
     path = args.file or _status_paths(args)[0]
-    data = status.read(path)
-    running = status.is_running(data)
+    data, running, code, note = status.verdict(path)
     if args.json:
-        out = dict(data or {})
+        from agent import text
+        out = text.clean_tree(dict(data or {}))
         out["running"] = running
+        out["stale"] = code == status.EXIT_STALE
         if data is None:
-            out["error"] = "no status file at %s: the agent is not running (or never ran)" % path
+            out["error"] = note or ("no status file at %s: the agent is not running (or never "
+                                    "ran)" % path)
+        elif note:
+            out["note"] = note
         print(json.dumps(out, indent=1, sort_keys=True))
+    elif data is None and note:
+        print("sspn-agent: %s" % note)
     else:
         print(status.render(data, running))
-    return status.exit_code(data, running)
+        if note:
+            print("  %s" % note)
+    return code if code != status.EXIT_RUNNING else status.exit_code(data, running)
 
 
 def parse_since(text, now=None):
@@ -148,8 +160,13 @@ def parse_since(text, now=None):
 def cmd_trace(args):
     """Print the last N records (transitions, effects, summaries); exit 1 when there is no trace."""
     from agent import trace
+    from agent import text
     path = args.file or _status_paths(args)[1]
-    records = trace.read(path)
+    if args.n < 0:
+        print("agent trace: -n must be 0 (all) or more", file=sys.stderr)
+        return 2
+    filtered = args.transitions or args.since
+    records = trace.read(path, None if filtered or not args.n else args.n)  # -n alone reads from the end
     if not records and not os.path.exists(path):
         print("agent trace: no trace at %s (the agent has not run with this config, or --file "
               "names another file)" % path, file=sys.stderr)
@@ -162,10 +179,12 @@ def cmd_trace(args):
         except ValueError as e:
             print("agent trace: %s" % e, file=sys.stderr)
             return 2
-        records = [r for r in records if r.get("time", 0) >= since]
-    records = records[-args.n:] if args.n > 0 else records
+        records = [r for r in records if isinstance(r.get("time"), (int, float)) and r["time"] >= since]
+    if args.n:
+        records = records[-args.n:]
     for record in records:
-        print(json.dumps(record, sort_keys=True) if args.json else trace.render(record))
+        print(json.dumps(text.clean_tree(record), sort_keys=True) if args.json
+              else trace.render(record))
     return 0
 
 
@@ -260,6 +279,7 @@ STATUS_EPILOG = """exit status (Nagios plugin conventions, usable by a monitorin
   1   working: BOOTING, MAINTENANCE, WAITING_VM, BINDING, ROUTED or SR_PROBING
   2   DEGRADED: a step spent its retry budget or the config cannot be met (reasons shown)
   3   not running: no status file, or the process that wrote it is gone (last state shown)
+  4   running, but its status file is stale or unreadable (its writes fail: see the journal)
 """
 
 
@@ -310,7 +330,7 @@ def build_parser(on_dom0=None):
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="show the state; the exit status says it (0 HEALTHY, "
-                        "1 working, 2 DEGRADED, 3 not running)",
+                        "1 working, 2 DEGRADED, 3 not running, 4 stale)",
                         description="Show the state, why, what it waits for, addresses, routes, "
                         "SRs and the last transitions, from the status file only (it answers "
                         "even when XAPI hangs).", epilog=STATUS_EPILOG, formatter_class=raw)

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import attr
 
+from agent.configfile import MAX_CONFIG_BYTES, read_config_bytes, unsafe_directory  # noqa: F401
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11 (dom0: 3.6 with tomli 1.2.3)
@@ -27,6 +29,23 @@ ENABLE_HOST_CHOICES = ("when-locked-out", "always", "never")
 PROBE_MODES = ("tcp", "icmp")
 MAX_SECONDS = 86400.0  # longer waits are typos, and huge ones overflow threading timeouts
 MIN_TRACE_BYTES = 4096
+MAX_TRACE_BYTES = 1 << 30
+# [min, max] of every duration (seconds) and count: below the minimum the agent would spin or
+# flood the journal, above the maximum it would never retry (docs/hostile.md, the example).
+BOUNDS = {
+    ("xapi", "call_timeout"): (0.1, 3600.0),
+    ("timing", "event_timeout"): (0.5, 3600.0),
+    ("timing", "probe_interval"): (0.5, 3600.0),
+    ("timing", "probe_timeout"): (0.05, 60.0),
+    ("timing", "backoff_base"): (0.05, 3600.0),
+    ("timing", "backoff_cap"): (0.2, MAX_SECONDS),
+    ("timing", "retry_budget"): (1, 1000000),  # a test rig may want "never DEGRADED"
+    ("files", "trace_max_bytes"): (MIN_TRACE_BYTES, MAX_TRACE_BYTES),
+}
+# Caps of the lists and strings; duplicates are refused everywhere.
+MAX_BINDINGS, MAX_VMS, MAX_ADDRESSES, MAX_SRS, MAX_PROBES = 8, 8, 16, 32, 8
+MAX_STRING = 4096           # paths and urls (PATH_MAX)
+MAX_LABEL = 255             # a name_label the agent looks up
 
 
 class ConfigError(Exception):
@@ -84,9 +103,13 @@ class XapiConfig(object):
     def read_password(self):
         """The password from ``password_file`` (one line); never logged, never stored on self."""
         try:
-            with open(self.password_file, "rb") as handle:
-                raw = handle.read()
+            raw = read_config_bytes(self.password_file, 4096)  # a FIFO cannot hang the read
             secret = raw.decode("utf-8").rstrip("\r\n")
+        except ConfigError as exc:
+            raise ConfigError("cannot read the password file %s (%s); create it holding the "
+                              "password (a regular file, at most 4096 bytes) and run chmod 600 %s"
+                              % (self.password_file, exc.message, self.password_file),
+                              key="xapi.password_file") from None
         except (OSError, ValueError) as exc:
             raise ConfigError("cannot read the password file %s (%s); create it holding the "
                               "password and run chmod 600 %s"
@@ -454,6 +477,14 @@ def toml_syntax_error(exc, text, path):
 
 # --- checking ------------------------------------------------------------------------------------
 
+def _bound(value):
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return "%d" % value
+    if isinstance(value, int) and abs(value) >= 10 ** 20:
+        return "a %d-digit number" % len(str(abs(value)))
+    return "%g" % value if isinstance(value, float) else str(value)
+
+
 class _Checker(object):
     """Walks the decoded TOML once, in schema order; the first problem raises ConfigError."""
 
@@ -488,6 +519,7 @@ class _Checker(object):
                     self.fail(at + (i,), "expected a string, got %s; %s"
                               % (_kind_of(item), _HOW[STR] % key))
                 self.no_nul(at + (i,), item)
+                self.short(at + (i,), item, MAX_LABEL)
             return list(value)
         if kind == INTS:
             if not isinstance(value, list):
@@ -505,6 +537,7 @@ class _Checker(object):
                       % ("an" if kind == INT else "a", kind, _kind_of(value), fix))
         if kind == STR:
             self.no_nul(at, value)
+            self.short(at, value, MAX_STRING)
         if kind == NUM:
             try:
                 value = float(value)
@@ -521,11 +554,37 @@ class _Checker(object):
         if _SURROGATE.search(text):  # parse_config(str) or a JSON "\ud800": not encodable
             self.fail(at, "contains a lone surrogate (not a Unicode character); remove it")
 
+    def short(self, at, text, limit):
+        """Refuse strings longer than ``limit`` characters."""
+        if len(text) > limit:
+            self.fail(at, "is %d characters long; at most %d are allowed" % (len(text), limit))
+
     def seconds(self, at, value):
-        """Refuse durations outside (0, MAX_SECONDS]."""
+        """Refuse durations outside (0, MAX_SECONDS] and outside the key's BOUNDS."""
         if not 0 < value <= MAX_SECONDS:
             self.fail(at, "%r seconds is out of range; use a number above 0 and at most %d"
                       % (value, MAX_SECONDS))
+        self.bounded(at, value, "seconds")
+
+    def bounded(self, at, value, unit):
+        """Refuse a value outside BOUNDS[at], naming the range."""
+        low, high = BOUNDS[tuple(at)]
+        if not low <= value <= high:
+            self.fail(at, "%s %s is out of range; use a value from %s to %s (see "
+                      "agent.toml.example)" % (_bound(value), unit, _bound(low), _bound(high)))
+
+    def capped(self, at, items, limit, what):
+        """Refuse more than ``limit`` entries."""
+        if len(items) > limit:
+            self.fail(at, "has %d %s; at most %d are allowed" % (len(items), what, limit))
+
+    def private_path(self, at, value):
+        """Refuse a [files] path whose directory (or nearest existing parent) another user
+        owns or may write to: a planted link there would steer the root daemon's writes."""
+        problem = unsafe_directory(value)
+        if problem:
+            self.fail(at, "%s; use a directory only root can write, e.g. /run/sspn-agent"
+                      % problem)
 
     def absolute(self, at, value, example):
         """Refuse empty and relative paths: the service's working directory is not ours."""
@@ -620,6 +679,7 @@ def _check_bindings(ck, raws):
     if not raws:
         ck.fail(("binding",), "no [[binding]]; add one: [[binding]] network = \"sspn\" "
                 'vms = ["pfsense"] addresses = ["192.0.2.2/24"]')
+    ck.capped(("binding",), raws, MAX_BINDINGS, "[[binding]] tables")
     bindings, seen_ip, seen_net = [], {}, {}
     for i, raw in enumerate(raws):
         at = ("binding", i)
@@ -637,7 +697,12 @@ def _check_bindings(ck, raws):
         if not raw["vms"]:
             ck.fail(at + ("vms",), 'is empty; list the uplink VM name_labels, e.g. vms = '
                     '["pfsense"]')
+        ck.capped(at + ("vms",), raw["vms"], MAX_VMS, "VMs")
+        ck.capped(at + ("addresses",), raw["addresses"] or (), MAX_ADDRESSES, "addresses")
+        ck.short(at + ("network",), raw["network"], MAX_LABEL)
         for j, vm in enumerate(raw["vms"]):
+            if _UUID.match(vm.strip().lower()):
+                vm = raw["vms"][j] = vm.strip().lower()  # a uuid pins that VM, whatever its label
             if not vm.strip():
                 ck.fail(at + ("vms", j), "is empty; give the name_label of a VM", needle=vm)
             if raw["vms"].index(vm) != j:
@@ -755,6 +820,7 @@ def _check_shared_gateways(ck, route, bindings):
 
 
 def _check_srs(ck, raws):
+    ck.capped(("sr",), raws, MAX_SRS, "[[sr]] tables")
     srs, seen = [], {}
     for i, raw in enumerate(raws):
         at = ("sr", i)
@@ -770,6 +836,7 @@ def _check_srs(ck, raws):
                     % (uuid, seen[uuid]))
         seen[uuid] = i
         probes = []
+        ck.capped(at + ("probe",), raw["probe"] or (), MAX_PROBES, "addresses")
         for j, text in enumerate(raw["probe"] or ()):
             try:
                 target = parse_ip(text)
@@ -779,6 +846,8 @@ def _check_srs(ck, raws):
             if target.is_unspecified or target.is_multicast:
                 ck.fail(at + ("probe", j), "%s cannot answer a ping; give the storage server's "
                         "address" % target, needle=text)
+            if target in probes:
+                ck.fail(at + ("probe", j), "%s is listed twice; remove one" % target, needle=text)
             probes.append(target)
         mode = raw["probe_mode"]
         if mode not in PROBE_MODES:
@@ -809,6 +878,7 @@ def _check_timing(ck, raw):
     if raw["retry_budget"] < 1:
         ck.fail(at + ("retry_budget",), "%d is below 1; allow at least one attempt, e.g. "
                 "retry_budget = 5" % raw["retry_budget"])
+    ck.bounded(at + ("retry_budget",), raw["retry_budget"], "attempts")
     return TimingConfig(**raw)
 
 
@@ -848,9 +918,15 @@ def _check(top, ck):
     if files["trace_max_bytes"] < MIN_TRACE_BYTES:
         ck.fail(("files", "trace_max_bytes"), "%d is too small; use at least %d (e.g. 1048576)"
                 % (files["trace_max_bytes"], MIN_TRACE_BYTES))
+    ck.bounded(("files", "trace_max_bytes"), files["trace_max_bytes"], "bytes")
+    if os.path.abspath(files["status"]) == os.path.abspath(files["trace"]):
+        ck.fail(("files", "trace"), "is the status file too; give each its own path")
+    ck.private_path(("files", "status"), files["status"])
+    ck.private_path(("files", "trace"), files["trace"])
     if files["metrics"]:
         ck.absolute(("files", "metrics"), files["metrics"],
                     "/var/lib/node_exporter/textfile_collector/sspn_agent.prom")
+        ck.private_path(("files", "metrics"), files["metrics"])
     return Config(xapi=xapi, bindings=bindings, route=route, management=ManagementConfig(**mgmt),
                   srs=srs, maintenance=MaintenanceConfig(**maint), timing=_check_timing(ck, raw[
                       "timing"]), files=FilesConfig(**files), path=ck.path)
@@ -894,16 +970,9 @@ def parse_config(text, path="<string>"):
 
 
 def load_config(path):
-    """parse_config of the file at ``path``; a missing or unreadable file is a ConfigError."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, ValueError, TypeError) as exc:
-        missing = isinstance(exc, FileNotFoundError)
-        raise ConfigError("cannot read the config file (%s); %s" % (
-            _reason(exc), "create it from agent.toml.example" if missing else
-            "check its path and permissions (the agent runs as root)"), path=str(path)) from None
-    return parse_config(data, str(path))
+    """parse_config of the file at ``path``; a missing, unreadable, irregular or too large
+    file is a ConfigError (read_config_bytes)."""
+    return parse_config(read_config_bytes(path), str(path))
 
 
 def default_config():
@@ -916,12 +985,11 @@ def default_config():
 
 def read_inventory(path="/etc/xensource-inventory"):
     """The KEY='value' lines of /etc/xensource-inventory as a dict (docs/xapi-behaviour.md §11)."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", "replace")
-    except (OSError, ValueError) as exc:
+    try:  # bounded, never blocking: SIGHUP reads it on the decision thread
+        text = read_config_bytes(path, what="the inventory").decode("utf-8", "replace")
+    except ConfigError as exc:
         raise ConfigError("cannot read %s (%s); fix management.inventory or set "
-                          "management.bridge" % (path, _reason(exc)),
+                          "management.bridge" % (path, exc.message),
                           key="management.inventory") from None
     out = {}
     for line in text.splitlines():

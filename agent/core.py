@@ -30,6 +30,7 @@ logging.getLogger("transitions").setLevel(logging.WARNING)  # one INFO line per 
 MESSAGE_INTERVAL = 3600.0  # at most one DEGRADED alert per hour in XAPI (Xen Orchestra, XCP-ng Center)
 KERNEL_REREAD = "reconcile:kernel"  # a "reconcile" timer: handle() re-reads when it fires
 _KERNEL_BURST = (ev.KernelChanged, ev.KernelNotified)
+_NO_STATE = ("publish_state", "raise_message")  # asked by the core: traced here when they fail
 MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
 TRANSITIONS_KEPT = 50   # in the status file
 
@@ -146,6 +147,8 @@ class Agent(object):
         self.facts.apply(event)
         keeper.fold(self, event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
+        if isinstance(event, ev.ActionDone) and not event.ok and event.action.kind in _NO_STATE:
+            self.effect(event.action.kind, "failed: %s" % " ".join(map(str, event.error)), ok=False)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
@@ -469,7 +472,7 @@ class Agent(object):
         while not self.stopped:
             self.due_timers()
             try:
-                event = self.queue.get(timeout=self.wait_seconds(tick))
+                event = self.queue.get(timeout=self.wait_seconds(tick() if callable(tick) else tick))
             except queue.Empty:
                 event = None
             if event is not None:

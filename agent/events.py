@@ -7,6 +7,27 @@ decision thread folds them into its facts and re-checks the world through the po
 
 import attr
 
+from agent import text
+
+
+def redact(value):
+    """repr-like text of ``value`` with every credential-named map entry (device_config's
+    password, chappassword, ...) replaced by REDACTED (agent/text.py); for describe()."""
+    if isinstance(value, dict):
+        return "{%s}" % ", ".join("%r: %s" % (k, "'%s'" % text.REDACTED if text.is_secret_key(k)
+                                               else redact(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value):
+        return "{%s}" % ", ".join("%s: %s" % (k, text.REDACTED if text.is_secret_key(k)
+                                              else redact(v)) for k, v in value)  # frozen map
+    if isinstance(value, (list, tuple)) and not attr.has(type(value)):
+        inner = ", ".join(redact(v) for v in value)
+        return "[%s]" % inner if isinstance(value, list) else "(%s)" % inner
+    if attr.has(type(value)):
+        return "%s(%s)" % (type(value).__name__, ", ".join(
+            "%s=%s" % (f.name, redact(getattr(value, f.name))) for f in attr.fields(type(value))))
+    return value if isinstance(value, str) else repr(value)
+
 
 def _kind(name):
     """Class decorator: name the event kind (the ``cause`` written to the trace)."""
@@ -73,6 +94,9 @@ def show(value):
             len(value.links), len(value.addresses), len(value.routes))
     if isinstance(value, Event):
         return value.describe()
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and value and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)):
+        return redact(value)  # a map (device_config, say): credential-named values redacted
     if isinstance(value, (tuple, list, frozenset, set)):
         return ", ".join(show(v) for v in value if v not in (None, ""))
     return str(value)

@@ -211,15 +211,7 @@ def install(root="/", pyz=None, say=print):
         mode = stat.S_IMODE(os.stat(config_dir).st_mode)
         if mode & 0o077:
             say("note: %s has mode %04o; chmod 700 %s" % (config_dir, mode, config_dir))
-    try:
-        handle = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        say("kept %s (an existing config is never overwritten)" % config)
-    else:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            out.write(example_config())
-        say("created %s (mode 0600) from agent.toml.example: edit it for this host" % config)
+    _install_config(config, say)
 
     _makedirs(unit_dir)
     _write_atomic(unit, unit_file(), 0o644)
@@ -242,6 +234,41 @@ def rpm_owner(root="/"):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
     out = proc.communicate()[0].strip()
     return out if proc.returncode == 0 and out else None
+
+
+def _install_config(config, say):
+    """agent.toml from the example, only when there is none (or only the empty file an older
+    failed install left): written in full to a temp file, then linked into place (link fails
+    if a config appeared meanwhile), so a failure never leaves an empty or partial config."""
+    try:
+        info = os.lstat(config)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not (stat.S_ISREG(info.st_mode) and info.st_size == 0):
+        say("kept %s (an existing config is never overwritten)" % config)
+        return
+    data = example_config()  # before anything is created: a missing example leaves nothing
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(config), prefix=".agent.toml-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if info is not None:  # the empty leftover: replace it (rename is atomic)
+            os.rename(tmp, config)
+            say("replaced the empty %s (left by an earlier failed install) from "
+                "agent.toml.example: edit it for this host" % config)
+            return
+        try:
+            os.link(tmp, config)
+        except FileExistsError:
+            say("kept %s (an existing config is never overwritten)" % config)
+            return
+        say("created %s (mode 0600) from agent.toml.example: edit it for this host" % config)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def agent_is_active():

@@ -10,8 +10,8 @@ Errors are ConfigError naming the JSON key; nothing else escapes for any input t
 import json
 import textwrap
 
-from agent.config import (ConfigError, decode_text, parse_config, parse_ip, render_config,
-                          toml_value)
+from agent.config import (ConfigError, decode_text, parse_config, parse_ip, read_config_bytes,
+                          render_config, toml_value)
 
 REQUIRED = ("vmName", "sspnName", "address")
 LOCAL_SOCKET = "/var/lib/xcp/xapi"
@@ -286,11 +286,10 @@ def import_legacy(text, source="<string>"):
 
 def load_legacy(path):
     """import_legacy of the file at ``path``; unreadable or non-UTF-8 files are ConfigErrors."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, ValueError, TypeError) as exc:
+    try:  # a FIFO, a device or a huge file: one line, never a hang (docs/hostile.md)
+        data = read_config_bytes(path, what="the vif-ip-binder JSON file")
+    except ConfigError as exc:
         raise ConfigError("cannot read the vif-ip-binder file (%s); check the path "
                           "(it used to live at /root/vif-ip-binder.json)"
-                          % (getattr(exc, "strerror", None) or exc), path=str(path)) from None
+                          % exc.message, path=str(path)) from None
     return import_legacy(data, str(path))

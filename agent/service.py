@@ -1,28 +1,71 @@
 """`agent run`: the real adapters around the decision loop, signals, systemd notify and watchdog.
 
 SIGTERM/SIGINT stop deciding and leave every address and route in place (dom0 must stay
-reachable). SIGHUP re-reads the config; an invalid file keeps the old config running and
-says so. READY=1 is sent after the first decision; WATCHDOG=1 only from the decision loop,
-so a stuck loop gets the agent restarted by systemd.
+reachable). SIGHUP re-reads the config (a bounded read of a regular file: it cannot block
+the decision thread); an invalid file keeps the old config running and says so, and keys
+that only a restart applies ([files]) are named. READY=1 is sent after the first decision;
+WATCHDOG=1 only from the decision loop, so a stuck loop gets the agent restarted by systemd.
+One agent per status directory: a second `agent run` exits at once with EXIT_ALREADY_RUNNING.
 """
 
+import errno
+import fcntl
 import logging
+import os
 import random
 import signal
+import struct
 import time
 
 from agent import config as cfgmod
 from agent import events as ev
 from agent import metrics
-from agent import snapshot
+from agent import safefile, snapshot
 from agent import status as status_mod
-from agent.adapters.files import FileReport
+from agent.adapters.files import STATUS_RETRY, FileReport
 from agent.core import Agent
 from agent.idle_gc import IdleCollector
 from agent.notify import Notifier
 from agent.ports import Clock
 
 log = logging.getLogger("sspn-agent")
+
+EXIT_ALREADY_RUNNING = 75  # sysexits.h EX_TEMPFAIL: another agent holds the instance lock
+RESTART_ONLY = ("files",)  # config sections a SIGHUP cannot apply to a running agent
+
+
+class AlreadyRunning(Exception):
+    """Another agent holds the instance lock (its pid, when known, is in the message)."""
+
+
+def take_lock(status_path):
+    """Hold the instance lock (a POSIX write lock on status.lock_path) for this process's
+    life; returns its fd. AlreadyRunning when another process holds it."""
+    path = status_mod.lock_path(status_path)
+    if os.path.abspath(path) in status_mod.HELD:
+        raise AlreadyRunning("this process already holds the lock %s, exiting" % path)
+    safefile.ensure_dir(os.path.dirname(path), 0o755)
+    fd = safefile.open_lock(path, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack(status_mod.FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        holder = status_mod.lock_holder(status_path)
+        raise AlreadyRunning("another sspn-agent%s already runs for %s (lock %s); stop it "
+                             "first (systemctl stop sspn-agent), exiting"
+                             % (" (pid %d)" % holder if holder else "", status_path, path))
+    os.ftruncate(fd, 0)
+    safefile.write_all(fd, b"%d\n" % os.getpid())
+    status_mod.HELD.add(os.path.abspath(path))
+    return fd
+
+
+def release_lock(fd, status_path):
+    """Give the instance lock up (tests; the agent holds it until it exits)."""
+    status_mod.HELD.discard(os.path.abspath(status_mod.lock_path(status_path)))
+    os.close(fd)
 
 
 class SystemClock(Clock):
@@ -108,7 +151,15 @@ class Service(object):
         except cfgmod.ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             return None
-        log.info("config reloaded from %s", self.config.path)
+        kept = [name for name in RESTART_ONLY if getattr(new, name) != getattr(self.config, name)]
+        if kept:
+            import attr
+            new = attr.evolve(new, **dict((name, getattr(self.config, name)) for name in kept))
+            log.warning("config reloaded from %s, but [%s] changed and applies only at the next "
+                        "start: the running agent keeps the old values until `systemctl restart "
+                        "sspn-agent`", self.config.path, "], [".join(kept))
+        else:
+            log.info("config reloaded from %s", self.config.path)
         self.xapi.stop()
         self.config = new
         self.xapi = self._new_xapi(new)
@@ -153,17 +204,31 @@ class Service(object):
             self._last_status_state = agent.state
         self._gc.collect()
 
+    def _tick(self):
+        """The longest the loop may sleep: shorter while the status file cannot be written."""
+        tick = self.notifier.watchdog_interval or 30.0
+        return min(tick, STATUS_RETRY) if self.agent.report.failing else tick
+
     def run(self):
-        """Start the sources, run the decision loop, stop cleanly; returns the exit status."""
+        """Start the sources, run the decision loop, stop cleanly; returns the exit status
+        (EXIT_ALREADY_RUNNING at once when another agent holds the instance lock)."""
+        try:
+            self._lock = take_lock(self.config.files.status)
+        except AlreadyRunning as e:
+            log.error("%s", e)
+            return EXIT_ALREADY_RUNNING
+        except OSError as e:
+            log.error("cannot take the instance lock %s: %s; fix [files] status, exiting",
+                      status_mod.lock_path(self.config.files.status), e)
+            return cfgmod.EX_CONFIG
         agent = self.build()
         self._signals()
         log.info("sspn-agent starting (config %s)", self.config.path)
         self.watcher.start(agent.post)
         self.xapi.start(agent.post)
-        tick = self.notifier.watchdog_interval or 30.0
         self._gc.start()
         try:
-            agent.run(after=self._after, tick=tick)
+            agent.run(after=self._after, tick=self._tick)
         finally:
             self._gc.stop()
             self.notifier.send("STOPPING=1")

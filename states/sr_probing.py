@@ -18,7 +18,7 @@ from states import waiting_vm
 
 NAME = "SR_PROBING"
 WAITS_FOR = "every configured SR plugged on this host, then the autostart VMs started"
-REASONS = ("sr:*",)
+REASONS = ("sr:*", "autostart")
 
 
 def _key(sr):
@@ -80,9 +80,16 @@ def reply(ctx, event):
     elif isinstance(event, ev.ActionDone) and isinstance(event.action, ListAutostart):
         if event.ok:
             facts.autostart_queue = plan_autostart(event.value or ())
+            ctx.retries["autostart"].succeeded()
+            ctx.clear_reason("autostart")
             ctx.effect("list auto-power-on VMs", "%d to start" % sum(len(g) for g in facts.autostart_queue))
         else:
-            ctx.arm("retry:autostart", ctx.retries["autostart"].failed(" ".join(event.error)))
+            # Never silent: a record XAPI sends that the client cannot parse failed this
+            # forever, with no trace; now it is an effect and spends the budget (DEGRADED).
+            error = " ".join(str(e) for e in event.error) or "no reason given"
+            delay = ctx.retries["autostart"].failed(error)
+            ctx.effect("list auto-power-on VMs", "failed: %s" % error, ok=False, retry_in=round(delay, 3))
+            ctx.arm("retry:autostart", delay)
     elif isinstance(event, ev.ActionDone) and isinstance(event.action, StartVm):
         name = event.action.name_label
         if event.ok:
@@ -184,6 +191,11 @@ def work(ctx, event):
             ctx.retries[_key(sr)].succeeded()
         ctx.clear_reason(_key(sr))
     done = run_autostart(ctx)
+    listing = ctx.retries["autostart"]
+    if listing.spent and not done:
+        ctx.set_reason("autostart", "cannot list the auto-power-on VMs after %d attempts: %s"
+                       % (listing.failures, listing.last_error))
+        spent = spent or [None]
     if spent or unknown:
         return "budget_spent"
     if not detached and done:

@@ -90,6 +90,7 @@ def start_uplinks(ctx):
     """Start one halted uplink VM per binding whose VMs are all halted (first in config order)."""
     facts = ctx.facts
     by_label = dict((vm.name_label, vm) for vm in facts.vms.values())
+    by_label.update((vm.uuid, vm) for vm in facts.vms.values() if vm.uuid)  # vms may name a uuid
     for binding in ctx.config.bindings:
         vms = [by_label[name] for name in binding.vms if name in by_label]
         if not vms or any(vm.power_state in ("Running", "Paused") for vm in vms):

@@ -23,6 +23,8 @@ from agent.adapters import rtnl_msg as msg
 from agent.ports import Net, NetError
 from agent.world import KernelView
 
+RTA_PRIORITY = 6  # linux/rtnetlink.h: the route's metric
+
 
 IFF_UP = 0x1  # linux/if.h
 
@@ -158,6 +160,24 @@ class RtnlNet(Net):
                     return True
         return False
 
+    def _displaced(self, gateway, index):
+        """The main-table default routes a replace via ``gateway`` would swap out: the other
+        hops of the same family and metric (ours has none: 0 for IPv4, 1024 for IPv6), as text."""
+        dump = self._call("list routes", lambda sock: sock.dump(msg.RTM_GETROUTE,
+                                                              msg.dump_routes(_family(gateway))))
+        ours = 0 if gateway.version == 4 else 1024
+        names = dict((i, n) for n, i in self._known.items())
+        out = []
+        for _kind, payload in dump:
+            hops = msg.default_hops(payload)
+            priority = msg._attrs(payload, msg._RTMSG.size).get(RTA_PRIORITY) if hops else None
+            metric = msg._U32.unpack_from(priority)[0] if priority else 0
+            for gw, oif in hops:
+                if metric == ours and not (oif == index and gw and _address(gw) == gateway):
+                    out.append("default via %s dev %s metric %d" % (
+                        gw or "(none)", names.get(oif, "#%s" % oif), metric))
+        return out
+
     # --- the port -----------------------------------------------------------------------------
 
     def link_exists(self, ifname):
@@ -210,6 +230,7 @@ class RtnlNet(Net):
         # "replace" is idempotent and swaps an existing default of the same metric in place
         # (docs/kernel-behaviour.md §5); oif makes a link-local IPv6 gateway (fe80::1) usable.
         body = msg.new_default_route(gw, index)
+        displaced = self._displaced(gw, index)
         try:
             self._call("set default route via %s dev %s" % (gw, ifname),
                        lambda sock: sock.request(msg.RTM_NEWROUTE, msg.NLM_F_CREATE | msg.NLM_F_REPLACE, body))
@@ -222,7 +243,8 @@ class RtnlNet(Net):
         if not self._has_default(gw, index):
             raise NetError("set the default route via %s dev %s but reading back does not show it; "
                            "something removes routes (xcp-networkd?)" % (gw, ifname))
-        return "replaced"
+        # the trace and the status name what a replace removed (docs/hostile.md, README)
+        return "replaced" + (" (it replaced %s)" % "; ".join(displaced) if displaced else "")
 
     def read_view(self):
         """A KernelView: every link, every address, every main-table default route (v4 and v6)."""

@@ -29,6 +29,7 @@ from agent.events import ActionDone, XapiConnected, XapiLost
 from agent.ports import UNSENT, Xapi
 from agent.timers import Retry
 from agent import world as w
+from agent import text
 
 log = logging.getLogger(__name__)
 
@@ -320,14 +321,15 @@ class XapiAdapter(Xapi):
             for key, value in action.values:
                 # remove first: add_to_other_config fails MAP_DUPLICATE_KEY on an existing key.
                 conn.call("host.remove_from_other_config", action.host_ref, key)
-                conn.call("host.add_to_other_config", action.host_ref, key, str(value))
+                conn.call("host.add_to_other_config", action.host_ref, key,
+                          text.clean(str(value), 500))  # XAPI strings are data (docs/hostile.md)
             return None
         host_uuid = action.host_uuid  # RaiseMessage, the last of _ACTIONS
         if not host_uuid:
             host = conn.call("session.get_this_host", conn.session.handle)
             host_uuid = conn.call("host.get_uuid", host)
         return conn.call("message.create", action.name, int(action.priority), "Host",
-                         host_uuid, action.body)
+                         host_uuid, text.clean(action.body, 2000))
 
 
     def _plug(self, conn, action, slow):

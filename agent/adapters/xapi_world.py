@@ -17,6 +17,7 @@ Python 3.6 compatible.
 
 import logging
 import os
+import re
 import xml.etree.ElementTree as ElementTree
 
 from agent.events import HostChanged, PbdChanged, VmChanged
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 
 NULL_REF = "OpaqueRef:NULL"
 LOCAL_DB = "/var/lib/xcp/local.db"
+
+# label -> uuid of the VM first resolved for it, per pool, for the agent process's life: a
+# second VM that takes an uplink's label later must not win (docs/hostile.md, identity).
+_PINS = {}
+_UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # The halted, startable VMs in xapi's get_all_records_where grammar (docs/xapi-behaviour.md §9); values are
 # compared as DB strings ("false", "Halted"). xapi-autostart-vms selects the same set (docs/xapi-behaviour.md §6).
@@ -74,8 +80,12 @@ def read_auto_enable(path=LOCAL_DB):
     """
     if not path or not os.path.exists(path):
         return True
-    try:
-        root = ElementTree.parse(path).getroot()
+    try:  # bounded and never blocking (a FIFO there must not hang the resync)
+        from agent.config import ConfigError, read_config_bytes
+        root = ElementTree.fromstring(read_config_bytes(path, what="xapi's local.db"))
+    except ConfigError as exc:
+        log.warning("cannot read %s (%s), assuming host_auto_enable=true", path, exc.message)
+        return True
     except (OSError, ElementTree.ParseError) as exc:
         log.warning("cannot read %s (%s), assuming host_auto_enable=true", path, exc)
         return True
@@ -106,6 +116,14 @@ def _is_real_vm(record):
     """Not a template, snapshot or dom0: snapshots carry their VM's name_label too."""
     return not (_bool(record.get("is_a_template")) or _bool(record.get("is_a_snapshot"))
                 or _bool(record.get("is_control_domain")))
+
+
+def _renamed(label, record):
+    """True when the VM watched for config entry ``label`` no longer matches it (an entry
+    that is a uuid matches whatever the VM is called)."""
+    if _UUID_TEXT.match(label):
+        return record.get("uuid", label) != label
+    return record.get("name_label") != label
 
 
 def _plural(count, word):
@@ -223,19 +241,66 @@ class Watched(object):
                            % (binding.network, _plural(len(network_refs), "network")))
         vm_refs = []
         for label in binding.vms:
-            candidates = []
-            for ref in conn.call("VM.get_by_name_label", label):
-                if _is_real_vm(conn.call("VM.get_record", ref)):
-                    candidates.append(ref)
-            if len(candidates) == 1:
-                vm_refs.append(candidates[0])
-                self.vm_labels[candidates[0]] = label
-            elif not candidates:
-                missing.append("vm '%s'" % label)
-            else:
-                missing.append("vm '%s' (%s carry this label)"
-                               % (label, _plural(len(candidates), "VM")))
+            ref, label = self._resolve_vm(conn, label, network, missing)
+            if ref is not None:
+                vm_refs.append(ref)
+                self.vm_labels[ref] = label
         return binding.network, network, vm_refs
+
+    def _resolve_vm(self, conn, label, network, missing):
+        """(ref, label to watch) of an uplink VM, or (None, label) with the reason in
+        ``missing``. A uuid in the config names the VM itself. A label resolves to the one
+        real VM carrying it; when several do, the one pinned earlier (the first resolved in
+        this process), else the only one with a VIF on the binding's network, is kept and the
+        others are reported in the journal: a VM renamed to the firewall's label later does
+        not take its place."""
+        if _UUID_TEXT.match(label):
+            try:
+                ref = conn.call("VM.get_by_uuid", label)
+                record = conn.call("VM.get_record", ref)
+            except Exception as exc:
+                if (getattr(exc, "details", None) or [""])[0] in ("UUID_INVALID", "HANDLE_INVALID"):
+                    missing.append("vm %s" % label)
+                    return None, label
+                raise
+            if not _is_real_vm(record):
+                missing.append("vm %s (a template, snapshot or dom0, not a VM)" % label)
+                return None, label
+            return ref, label  # watched by uuid: a rename is not a change of identity
+        candidates = {}
+        for ref in conn.call("VM.get_by_name_label", label):
+            record = conn.call("VM.get_record", ref)
+            if _is_real_vm(record):
+                candidates[ref] = record
+        pin_key = (self.pool_ref, label)
+        pinned = _PINS.get(pin_key)
+        chosen = None
+        if len(candidates) == 1:
+            chosen = next(iter(candidates))
+            if pinned and candidates[chosen].get("uuid") != pinned:
+                log.warning("the VM labelled '%s' is now %s (it was %s, which no longer carries "
+                            "the label); following the label", label,
+                            candidates[chosen].get("uuid"), pinned)
+        elif candidates:
+            by_pin = [r for r, rec in candidates.items() if pinned and rec.get("uuid") == pinned]
+            on_net = [r for r, rec in candidates.items()
+                      if network and network in self._vif_networks(conn, rec)]
+            chosen = by_pin[0] if by_pin else (on_net[0] if len(on_net) == 1 else None)
+            if chosen is None:
+                missing.append("vm '%s' (%s carry this label; name one by uuid in the config)"
+                               % (label, _plural(len(candidates), "VM")))
+                return None, label
+            others = sorted(str(rec.get("uuid", r)) for r, rec in candidates.items() if r != chosen)
+            log.warning("%s carry the label '%s': keeping VM %s (%s), ignoring %s; rename the "
+                        "other VM or name the uplink by uuid in the config",
+                        _plural(len(candidates), "VM"), label, candidates[chosen].get("uuid"),
+                        "pinned since it was first resolved" if by_pin else
+                        "the only one on the binding's network", ", ".join(others))
+        if chosen is None:
+            missing.append("vm '%s'" % label)
+            return None, label
+        _PINS[pin_key] = candidates[chosen].get("uuid", "")
+        return chosen, label
 
     def _resolve_sr(self, conn, uuid, missing):
         try:
@@ -284,7 +349,7 @@ class Watched(object):
             self.network_bridges[ref] = net.get("bridge", "")
         for ref, label in self.vm_labels.items():
             snap = record("vm", ref)
-            if snap.get("name_label") != label:
+            if _renamed(label, snap):
                 raise ResyncNeeded("VM %s was renamed while resyncing" % ref)
             self.vms[ref] = self._vm_view(conn, ref, snap)
         for sr_ref, uuid in self.sr_uuids.items():
@@ -324,7 +389,7 @@ class Watched(object):
         if cls == "host" and ref == self.host_ref:
             return self._changed("host", ref, self._host_view(snap))
         if cls == "vm" and ref in self.vm_labels:
-            if snap.get("name_label") != self.vm_labels[ref]:
+            if _renamed(self.vm_labels[ref], snap):
                 raise ResyncNeeded("VM %s was renamed from '%s' to '%s'"
                                    % (ref, self.vm_labels[ref], snap.get("name_label")))
             return self._changed("vm", ref, self._vm_view(conn, ref, snap))

@@ -86,7 +86,8 @@ def test_default_route_v4_replaces_in_place(topology, dom0):
     """The v4 default route is replaced (not added beside) and a second call does not touch it."""
     dom0.ensure_address("xapi0", IF("192.0.2.2/24"))
     topology.ip("dom0", "route", "add", "default", "via", "192.0.2.254", "dev", "xapi0")
-    assert dom0.ensure_default_route(IP("192.0.2.1"), "xapi0") == "replaced"
+    result = dom0.ensure_default_route(IP("192.0.2.1"), "xapi0")
+    assert result.startswith("replaced (it replaced default via 192.0.2.254 dev ")  # named
     assert dom0.ensure_default_route(IP("192.0.2.1"), "xapi0") == "present"
     routes = [r for r in dom0.read_view().routes if r[0] == 4]
     assert routes == [(4, "192.0.2.1", "xapi0")]
@@ -97,7 +98,8 @@ def test_default_route_v6_global_then_link_local(topology, dom0, ping):
     dom0.ensure_address("xapi0", IF("2001:db8:1::2/64"))
     assert dom0.ensure_default_route(IP("2001:db8:1::1"), "xapi0") == "replaced"
     assert {r for r in dom0.read_view().routes if r[0] == 6} == {(6, "2001:db8:1::1", "xapi0")}
-    assert dom0.ensure_default_route(IP("fe80::1"), "xapi0") == "replaced"
+    assert dom0.ensure_default_route(IP("fe80::1"), "xapi0") == \
+        "replaced (it replaced default via 2001:db8:1::1 dev xapi0 metric 1024)"
     assert dom0.ensure_default_route(IP("fe80::1"), "xapi0") == "present"
     assert {r for r in dom0.read_view().routes if r[0] == 6} == {(6, "fe80::1", "xapi0")}
     wait_until(lambda: ping(topology, "dom0", "2001:db8:2::10"), timeout=10,

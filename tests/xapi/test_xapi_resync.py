@@ -92,10 +92,11 @@ def test_unresolved_labels_and_uuids_are_reported_missing(sim):
     assert [p.sr_uuid for p in world.pbds] == [NFS_SR]
 
 
-def test_snapshots_and_templates_do_not_count_but_two_vms_are_ambiguous(sim, xenapi_session):
+def test_snapshots_and_templates_do_not_count_and_a_second_vm_does_not_win(sim, xenapi_session):
     """A snapshot or template carrying the uplink label is ignored (snapshots keep their VM's
-    name); a second real VM with it makes the label ambiguous: reported missing with the count,
-    and no VM is picked for it."""
+    name); a second real VM that takes the label later does not replace the uplink: the one
+    pinned when first resolved (or, in a new process, the only one on the binding's network)
+    is kept (docs/hostile.md, identity)."""
     x = xenapi_session.xenapi
     snapshot = x.VM.get_by_name_label("db before upgrade")[0]
     template = x.VM.get_by_name_label("Other install media")[0]
@@ -104,10 +105,14 @@ def test_snapshots_and_templates_do_not_count_but_two_vms_are_ambiguous(sim, xen
     world = resolve_once(make_config(sim), local_db_path=sim.local_db_path)
     assert world.missing == () and [vm.name_label for vm in world.vms] == ["pfsense"]
 
+    firewall = world.vms[0].uuid
     x.VM.set_name_label(x.VM.get_by_name_label("scratch")[0], "pfsense")
     world = resolve_once(make_config(sim), local_db_path=sim.local_db_path)
-    assert world.missing == ("vm 'pfsense' (2 VMs carry this label)",)
-    assert world.vms == () and world.bindings[0].vm_refs == ()
+    assert world.missing == () and [vm.uuid for vm in world.vms] == [firewall]
+    from agent.adapters import xapi_world
+    xapi_world._PINS.clear()  # a new agent process: the VIF on network "sspn" decides
+    world = resolve_once(make_config(sim), local_db_path=sim.local_db_path)
+    assert world.missing == () and [vm.uuid for vm in world.vms] == [firewall]
 
 
 def test_auto_enable_comes_from_local_db(sim):
