@@ -107,7 +107,7 @@ def test_credentials_and_hostile_strings_stay_data(host):
     assert_nothing_lost(host)
     trace_path = os.path.join(host.dir, "trace.jsonl")
     code, out, err = run_agent("trace", "-n", "50", "--file", trace_path)
-    assert code == 0 and "REDACTED" in out and "\x9b" not in out and "\u202e" not in out
+    assert code == 0 and SECRET not in out and "\x9b" not in out and "\u202e" not in out
     assert all(STAMP.match(line) for line in out.splitlines()), "a forged line in agent trace"
     assert max(len(line) for line in out.splitlines()) < 4000
     code, out, err = run_agent("status", "--file", os.path.join(host.dir, "status.json"))
