@@ -6,6 +6,7 @@ answers in about the time the interpreter takes to start.
 
 import json
 import os
+import stat
 import sys
 
 from agent import __version__

@@ -58,7 +58,7 @@ def test_describe_redacts_device_config_credentials():
                                serverpath="/export"))
     described = event.describe()
     assert SECRET not in described and "5f8c0a36" in described
-    shown = ev.show(dict(event.view.device_config))  # a map shown on its own is redacted too
+    shown = ev.show(dict(event.pbd.device_config))  # a map shown on its own is redacted too
     assert SECRET not in shown and "REDACTED" in shown and "198.51.100.10" in shown
     assert SECRET not in ev.redact({"password": SECRET, "nested": {"Secret": SECRET}})
 
