@@ -16,6 +16,7 @@ from agent import events as ev
 from agent import guards
 from agent import machine as m
 from agent.facts import Facts
+from agent.schedule import ProbeSchedule
 from agent.timers import Retries, Timers
 from agent.world import PublishState, RaiseMessage, diff_views
 
@@ -75,6 +76,7 @@ class Agent(object):
         self.facts = Facts()
         self.timers = Timers()
         self.retries = Retries(config.timing, self.rng)
+        self.schedule = ProbeSchedule(config.timing.probe_interval)
         self.reasons = {}
         self.probe_started = {}
         self.degraded_from = None
@@ -137,6 +139,8 @@ class Agent(object):
             event = self._read_kernel(event)
             if event is None:
                 return
+        if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged)):
+            self._probe_hint(event)
         self.facts.apply(event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
         if isinstance(event, ev.XapiConnected):
@@ -174,6 +178,7 @@ class Agent(object):
             return
         self.config = new
         self.retries = Retries(new.timing, self.rng)
+        self.schedule = ProbeSchedule(new.timing.probe_interval)
         self.reasons.clear()
         self.facts.world = None
         self.facts.missing = ()
@@ -315,10 +320,46 @@ class Agent(object):
         return True
 
     def next_probe_in(self, key):
-        """Seconds until the next round of ``key``: probe rounds start every probe_interval
-        (start to start), so a target that comes back is seen within one interval."""
+        """Seconds until the next round of ``key``, start to start, on the short-then-growing
+        schedule of agent/schedule.py (0.1, 0.2, 0.4 ... probe_interval after a change)."""
         started = self.probe_started.get(key, self.clock.monotonic())
-        return max(0.0, self.config.timing.probe_interval - (self.clock.monotonic() - started))
+        return max(0.0, self.schedule.step(key) - (self.clock.monotonic() - started))
+
+    def probe_counts(self, key):
+        """True when a failed round of ``key`` counts against its retry budget: only rounds
+        at the full probe_interval do, so the fast ones never bring DEGRADED sooner."""
+        return self.schedule.settled(key)
+
+    def route_written(self, bridge):
+        """A default route via ``bridge`` was just installed: probes start fast again, and the
+        kernel resolves the gateway's link-layer address quickly (Net.resolve_fast, where the
+        port has it)."""
+        self.schedule.restart()
+        resolve_fast = getattr(self.net, "resolve_fast", None)
+        if resolve_fast is not None:
+            try:
+                resolve_fast(bridge)
+            except Exception as e:  # a speed-up only: never a reason to fail the route
+                self.log.warning("faster neighbour resolution on %s not set: %s; "
+                                 "continuing with the kernel's default", bridge, e)
+
+    def _probe_hint(self, event):
+        """A change that matters for probes (a default route appeared, a gateway's neighbour
+        entry became valid): restart the schedule and drop the armed probe timers, so the
+        state's work probes at once."""
+        if isinstance(event, ev.KernelChanged):
+            if not any(isinstance(c, ev.RouteAdded) for c in event.changes):
+                return
+        elif not event.valid or event.address.split("%")[0] not in self._gateway_texts():
+            return
+        self.schedule.restart()
+        for name in list(self.timers.pending()):
+            if name.startswith("probe:"):
+                self.timers.cancel(name)
+
+    def _gateway_texts(self):
+        """The configured gateways as text (what a neighbour hint names)."""
+        return set(str(gw) for _family, gw in self.config.gateways())
 
     def set_reason(self, key, text):
         """Add or update a DEGRADED reason."""

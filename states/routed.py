@@ -31,6 +31,7 @@ def ensure_routes(ctx):
             ctx.effect("default via %s dev %s" % (gateway, bridge), "failed: %s" % e, ok=False)
             continue
         ctx.facts.wrote_route((family, str(gateway), bridge), ctx.clock.monotonic())
+        ctx.route_written(bridge)
         if result != "present":
             ctx.effect("default via %s dev %s" % (gateway, bridge), result)
     return failures
@@ -71,7 +72,8 @@ def work(ctx, event):
             ctx.clear_reason("gateway")
             ctx.effect("probe gateway %s" % ", ".join(targets), "answered")
         else:
-            retry.failed("no answer from %s" % ", ".join(targets))
+            if ctx.probe_counts(PROBE_KEY):  # the fast rounds after a change do not count
+                retry.failed("no answer from %s" % ", ".join(targets))
             ctx.effect("probe gateway %s" % ", ".join(targets), "no answer", ok=False)
             ctx.arm(PROBE_TIMER, ctx.next_probe_in(PROBE_KEY))
             if retry.spent:

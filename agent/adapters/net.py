@@ -100,6 +100,12 @@ class RtnlNet(Net):
         """Release the socket; every address and route stays in place."""
         self._drop_socket()
 
+    def resolve_fast(self, ifname):
+        """Let the kernel re-solicit a silent gateway on ``ifname`` every 100 ms, not every
+        second (agent/adapters/resolve.py)."""
+        from agent.adapters import resolve
+        return resolve.set_retrans(ifname, netns=self._netns)
+
     # --- lookups ------------------------------------------------------------------------------
 
     def _index(self, ifname):

@@ -24,7 +24,7 @@ from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, eve
                                        list_autostart, read_world)
 from agent.events import ActionDone, XapiConnected, XapiLost
 from agent.ports import UNSENT, Xapi
-from agent.timers import Retry
+from agent.schedule import ReconnectSchedule
 from agent import world as w
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class XapiAdapter(Xapi):
 
     def _watch(self):
         timing = self._config.timing
-        retry = Retry(timing.backoff_base, timing.backoff_cap, _UNLIMITED, self._rng)
+        retry = ReconnectSchedule(timing.backoff_base, timing.backoff_cap, _UNLIMITED, self._rng)
         conn = self._connection("watcher")
         try:
             while not self._stopping.is_set():
@@ -171,9 +171,11 @@ class XapiAdapter(Xapi):
                 return None
             text = _error_text(exc, conn.endpoint)
             self._lost = text
-            delay = retry.failed(text)
-            log.warning("XAPI unavailable (%s), retrying in %.1f s", text, delay)
-            self._emit(XapiLost(text))
+            delay = retry.failed(text, fast=is_transport_error(exc))
+            log.log(logging.WARNING if retry.loud else logging.DEBUG,
+                    "XAPI unavailable (%s), retrying in %.1f s", text, delay)
+            if retry.loud:  # the fast attempts right after a loss say nothing new
+                self._emit(XapiLost(text))
             self._wait(delay)
             return None
         if self._lost is not None:
@@ -226,11 +228,11 @@ class XapiAdapter(Xapi):
                 if is_transport_error(exc):
                     self._lost = text
                     self._emit(XapiLost(text))
-                self._back_off(retry, text)
+                self._back_off(retry, text, fast=is_transport_error(exc))
                 return
 
-    def _back_off(self, retry, text):
-        delay = retry.failed(text)
+    def _back_off(self, retry, text, fast=False):
+        delay = retry.failed(text, fast=fast) if fast else retry.failed(text)
         log.warning("XAPI event stream failed (%s), resyncing in %.1f s", text, delay)
         self._wait(delay)
 
