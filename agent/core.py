@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from agent import desired
 from agent import events as ev
 from agent import guards
 from agent import machine as m
@@ -139,7 +140,7 @@ class Agent(object):
             event = self._read_kernel(event)
             if event is None:
                 return
-        if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged)):
+        if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged, ev.CarrierUp)):
             self._probe_hint(event)
         self.facts.apply(event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
@@ -316,7 +317,14 @@ class Agent(object):
             return False
         self.facts.pending_probes.add(key)
         self.probe_started[key] = self.clock.monotonic()
-        self.prober.probe(key, list(targets), self.config.timing.probe_timeout)
+        timeout = self.config.timing.probe_timeout
+        if key.startswith("sr:"):
+            # Storage: wait for an answer until the next round is due, so one echo is always
+            # on its way, as the predecessor's 5 s echo was: a router that holds it while it
+            # resolves storage that is coming back (ARP) delivers the answer the moment it is
+            # back. No extra packet; a gateway gets no such wait (a hint starts its next round).
+            timeout = max(timeout, self.schedule.upcoming(key))
+        self.prober.probe(key, list(targets), timeout)
         return True
 
     def next_probe_in(self, key):
@@ -330,10 +338,11 @@ class Agent(object):
         at the full probe_interval do, so the fast ones never bring DEGRADED sooner."""
         return self.schedule.settled(key)
 
-    def route_written(self, bridge):
-        """A default route via ``bridge`` was just installed: probes start fast again, and the
-        kernel resolves the gateway's link-layer address quickly (Net.resolve_fast, where the
-        port has it)."""
+    def route_writing(self, bridge):
+        """A default route via ``bridge`` is about to be installed: probes start fast again,
+        and the kernel will resolve the gateway's link-layer address quickly (Net.resolve_fast,
+        where the port has it). Before the route, not after: the first packet routed through
+        it arms the neighbour's retransmit timer with the value in force at that moment."""
         self.schedule.restart()
         resolve_fast = getattr(self.net, "resolve_fast", None)
         if resolve_fast is not None:
@@ -350,12 +359,36 @@ class Agent(object):
         if isinstance(event, ev.KernelChanged):
             if not any(isinstance(c, ev.RouteAdded) for c in event.changes):
                 return
+        elif isinstance(event, ev.CarrierUp):
+            if not self._carrier_up(event.ifname):
+                return
         elif not event.valid or event.address.split("%")[0] not in self._gateway_texts():
             return
         self.schedule.restart()
         for name in list(self.timers.pending()):
             if name.startswith("probe:"):
                 self.timers.cancel(name)
+
+    def _carrier_up(self, ifname):
+        """The uplink ``ifname`` got carrier: forget its gateways' neighbour entries (the kernel
+        would solicit again only at an entry's next retransmit, its first solicit having gone
+        out on a bridge without carrier; and the kernel does not say when it flushes the
+        entries of a bridge that goes), so the next packet solicits at once. Costs one ARP/ND
+        exchange when an entry was valid. True when ``ifname`` carries a wanted route."""
+        forget = getattr(self.net, "forget_neighbour", None)
+        hit = False
+        for _family, gateway, bridge in desired.wanted_routes(self.config, self.facts):
+            if bridge != ifname:
+                continue
+            hit = True
+            if forget is None:
+                continue
+            try:
+                forget(gateway, bridge)
+            except Exception as e:  # a speed-up only
+                self.log.warning("forgetting the neighbour entry of %s on %s failed: %s; the kernel "
+                                 "solicits again on its own", gateway, bridge, e)
+        return hit
 
     def _gateway_texts(self):
         """The configured gateways as text (what a neighbour hint names)."""

@@ -160,6 +160,16 @@ class NeighbourChanged(Event):
     valid = attr.ib(default=True)
 
 
+@_kind("carrier_up")
+@attr.s(frozen=True, slots=True)
+class CarrierUp(Event):
+    """Interface ``ifname`` got carrier (the firewall's end of its VIF came up, so the bridge
+    forwards): a hint from the netlink watcher that a gateway behind it may now resolve."""
+
+    ifname = attr.ib()
+    index = attr.ib(default=0)
+
+
 @_kind("link_appeared")
 @attr.s(frozen=True, slots=True)
 class LinkAppeared(Event):

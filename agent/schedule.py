@@ -48,6 +48,10 @@ class ProbeSchedule(object):
         """The delay after the ``n``-th round (0-based) since a restart."""
         return min(self.interval, self.first * GROWTH ** min(n, 64))
 
+    def upcoming(self, key):
+        """The delay the next ``step(key)`` will give (without advancing)."""
+        return self.delay_at(self._steps.get(key, 0))
+
     def settled(self, key):
         """True when the next ``step(key)`` gives the full interval: a failure of the round
         that just ended then counts against the retry budget (the fast ones do not)."""

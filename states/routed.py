@@ -24,6 +24,7 @@ def ensure_routes(ctx):
     for family, gateway, bridge in desired.wanted_routes(ctx.config, ctx.facts):
         if ctx.facts.kernel_seen and (family, str(gateway), bridge) in ctx.facts.routes:
             continue
+        ctx.route_writing(bridge)
         try:
             result = ctx.net.ensure_default_route(gateway, bridge)
         except NetError as e:
@@ -31,7 +32,6 @@ def ensure_routes(ctx):
             ctx.effect("default via %s dev %s" % (gateway, bridge), "failed: %s" % e, ok=False)
             continue
         ctx.facts.wrote_route((family, str(gateway), bridge), ctx.clock.monotonic())
-        ctx.route_written(bridge)
         if result != "present":
             ctx.effect("default via %s dev %s" % (gateway, bridge), result)
     return failures

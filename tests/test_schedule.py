@@ -131,3 +131,42 @@ def test_a_neighbour_that_is_no_gateway_or_not_valid_changes_nothing():
     w.agent.run_pending()
     assert w.agent.timers.deadline("probe:gateway") == deadline
     assert w.agent.schedule.restarts == restarts
+
+
+def test_carrier_on_the_uplink_forgets_its_gateways_entries_and_probes_at_once():
+    w = _world_waiting_for_a_silent_gateway()
+    forgotten = []
+    w.net.forget_neighbour = lambda gw, bridge: forgotten.append((str(gw), bridge))
+    w.agent.post(ev.CarrierUp("xenbr0", 2))    # not an uplink: nothing
+    w.agent.run_pending()
+    assert forgotten == []
+    restarts = w.agent.schedule.restarts
+    rounds = len(w.rounds)
+    w.agent.post(ev.CarrierUp("xapi1", 7))
+    w.agent.run_pending()                      # no clock advance
+    assert sorted(forgotten) == [("192.0.2.1", "xapi1"), ("2001:db8:1::1", "xapi1")]
+    assert w.agent.schedule.restarts == restarts + 1
+    assert len(w.rounds) == rounds + 1         # a round at once
+
+
+def test_a_failing_forget_is_a_warning_not_a_failure():
+    w = _world_waiting_for_a_silent_gateway()
+
+    def refuse(gw, bridge):
+        raise OSError("refused")
+    w.net.forget_neighbour = refuse
+    w.agent.post(ev.CarrierUp("xapi1", 7))
+    w.agent.run_pending()
+    assert w.agent.state in ("ROUTED", "DEGRADED")
+
+
+def test_storage_rounds_wait_until_the_next_round_is_due_gateway_rounds_do_not():
+    w = MemWorld(vm_running=True, storage_up=False, start=False)
+    timeouts = []
+    probe = w.prober.probe
+    w.prober.probe = lambda key, targets, timeout: (timeouts.append((key, timeout)), probe(key, targets, timeout))
+    w.boot()
+    w.settle(max_time=60.0)
+    sr = [t for k, t in timeouts if k.startswith("sr:")]
+    assert sr[0] == 1.0 and sr[-1] == 5.0      # probe_timeout while fast, then the interval
+    assert set(t for k, t in timeouts if k == "gateway") == {1.0}

@@ -10,11 +10,12 @@ burst that arrives while it repairs costs one read, and no second thread parses 
 it repairs (bench/kernel_latency.py: a re-read here competed with every repair for the GIL
 and the CPU).
 
-One exception to "not parsed": neighbour messages (RTNLGRP_NEIGH, on a socket of their own)
-are read, because the kernel's own ARP/ND state says when a gateway starts answering, before
-any probe could. The watcher keeps, per (interface, address), whether the entry is valid
-(has a link-layer address) and posts NeighbourChanged only when that flips -- the
-reachable/stale/delay/probe cycle of a busy neighbour posts nothing.
+One exception to "not parsed": a second socket reads neighbour and link messages, because
+the kernel's own ARP/ND state says when a gateway starts answering, before any probe could.
+The watcher keeps, per (interface, address), whether the entry is valid (has a link-layer
+address) and posts NeighbourChanged only when that flips -- the reachable/stale/delay/probe
+cycle of a busy neighbour posts nothing -- and CarrierUp when a link it has seen without
+carrier gets it (the firewall's end of the VIF came up).
 
 Order matters: subscribe first, then dump, so nothing falls between the two (STYLE.md #9).
 After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
@@ -29,7 +30,7 @@ import threading
 
 from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import RtnlNet
-from agent.events import KernelNotified, KernelResynced, NeighbourChanged
+from agent.events import CarrierUp, KernelNotified, KernelResynced, NeighbourChanged
 from agent.ports import NetWatcher
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ RETRY_BASE = 0.05         # seconds before the 2nd consecutive reopen; the 1st (
 RETRY_CAP = 5.0
 STOP_TIMEOUT = 5.0        # bounded join: a netlink dump in flight finishes in milliseconds
 RTMGRP_NEIGH = 0x4        # 1 << (RTNLGRP_NEIGH - 1), linux/rtnetlink.h
+HINT_GROUPS = RTMGRP_NEIGH | rtnl.RTMGRP_LINK
 NEIGH_RCVBUF = 1 << 18
 
 
@@ -58,6 +60,7 @@ class NetlinkWatcher(NetWatcher):
         self._stopping = threading.Event()
         self.resyncs = 0  # how many KernelResynced were posted (1 + overflows/reopens)
         self._valid = {}  # (index, address) -> True while its neighbour entry is valid
+        self._carrier = {}  # index -> has carrier, as last notified
 
     def start(self, post):
         """Start the thread; it subscribes, posts KernelResynced, then posts deltas through ``post``."""
@@ -93,9 +96,10 @@ class NetlinkWatcher(NetWatcher):
             try:
                 # Created, bound and read in this one thread (libraries.md §2.6).
                 monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
-                neigh = rtnl.open_socket(self._netns, NEIGH_RCVBUF, RTMGRP_NEIGH)
+                neigh = rtnl.open_socket(self._netns, NEIGH_RCVBUF, HINT_GROUPS)
                 neigh.setblocking(False)
                 self._valid.clear()
+                self._carrier.clear()
                 reader = RtnlNet(self._netns)
                 view = reader.read_view()
                 reader.close()
@@ -152,7 +156,12 @@ class NetlinkWatcher(NetWatcher):
                 if not rtnl.is_overflow(exc):
                     raise
                 self._valid.clear()
+                self._carrier.clear()
                 continue
+            for index, ifname, carrier in rtnl_msg.carrier_events(data):
+                if carrier and self._carrier.get(index) is False and ifname:
+                    out.append(CarrierUp(ifname, index))
+                self._carrier[index] = carrier
             for kind, index, address, state in rtnl_msg.neighbour_events(data):
                 valid = kind == rtnl_msg.RTM_NEWNEIGH and bool(state & rtnl_msg.NUD_VALID)
                 if self._valid.get((index, address), False) != valid:

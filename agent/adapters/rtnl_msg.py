@@ -26,6 +26,7 @@ NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 # linux/rtnetlink.h
 RTM_NEWLINK, RTM_GETLINK = 16, 18
+IFF_LOWER_UP = 0x10000  # linux/if.h: the link has carrier
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
@@ -232,4 +233,20 @@ def neighbour_events(data):
             index, address, state = parse_neighbour(payload)
             if address is not None:
                 out.append((kind, index, address, state))
+    return out
+
+
+def del_neighbour(index, ip):
+    """RTM_DELNEIGH body: forget the neighbour entry of ``ip`` (ipaddress) on ``index``."""
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return _NDMSG.pack(family, index, 0, 0, 0) + _attr(NDA_DST, ip.packed)
+
+
+def carrier_events(data):
+    """[(index, ifname, has carrier)] of the RTM_NEWLINK messages in one datagram."""
+    out = []
+    for kind, _flags, _seq, payload in split(data):
+        if kind == RTM_NEWLINK:
+            index, flags, name = parse_link(payload)
+            out.append((index, name, bool(flags & IFF_LOWER_UP)))
     return out

@@ -145,7 +145,7 @@ class _FirewallVifs(object):
         lines = ["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
                  for text in self.fw_by_bridge.get(bridge, ())]
         if lines:
-            self.topology.ip("fw", batch=lines)
+            self.topology.fw_answers([], lines)
 
     def vm_stopped(self, domid, bridge, device=0):
         """As Topology.vm_stopped."""

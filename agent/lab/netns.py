@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from agent.status import pid_alive
 
@@ -251,10 +252,33 @@ class Topology(object):
         ])
         lines = ["link set %s up" % peer]
         if gateway:
-            lines = ["addr add %s dev %s" % (GATEWAY4, peer),
-                     "addr add %s dev %s nodad" % (GATEWAY6, peer),
-                     "addr add %s dev %s nodad" % (GATEWAY6_LINK_LOCAL, peer)] + lines
-        self.ip("fw", batch=lines)
+            self.fw_answers(lines, ["addr add %s dev %s" % (GATEWAY4, peer),
+                                    "addr add %s dev %s nodad" % (GATEWAY6, peer),
+                                    "addr add %s dev %s nodad" % (GATEWAY6_LINK_LOCAL, peer)])
+        else:
+            self.ip("fw", batch=lines)
+
+    # A scenario setting: seconds from the firewall's VIF coming up to the firewall answering
+    # on it (its addresses configured), as a guest needs seconds after netfront connects.
+    fw_answer_delay = 0.0
+
+    def fw_answers(self, link_up, addresses):
+        """Bring the firewall's end up; its ``addresses`` at once (before the link, in one batch,
+        with no fw_answer_delay) or fw_answer_delay seconds later, from a timer thread."""
+        if self.fw_answer_delay <= 0:
+            self.ip("fw", batch=addresses + link_up)
+            return
+        self.ip("fw", batch=link_up)
+
+        def configure():
+            try:
+                self.fw_answering_from = time.monotonic()  # benches measure from here
+                self.ip("fw", batch=addresses)
+            except TopologyError as exc:  # the VM stopped (or the lab ended) meanwhile
+                log.info("firewall addresses not added after the delay: %s", exc)
+        timer = threading.Timer(self.fw_answer_delay, configure)
+        timer.daemon = True
+        timer.start()
 
     def vm_stopped(self, domid, bridge, device=0):
         """The VM stopped: destroy its VIF, then the bridge once no port is left (xapi-facts §6)."""

@@ -12,7 +12,7 @@ import pytest
 from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import RtnlNet
 from agent.adapters.netwatch import NetlinkWatcher
-from agent.events import KernelResynced, NeighbourChanged
+from agent.events import CarrierUp, KernelResynced, NeighbourChanged
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root]
@@ -111,3 +111,36 @@ def test_resolve_fast_sets_the_bridges_retransmit_time_and_only_that_bridge(topo
     with pytest.raises(ValueError):
         net.resolve_fast("../all")
     assert os.path.exists("/proc/sys/net/ipv4/neigh/default/retrans_time_ms")
+
+
+def test_the_watcher_posts_carrier_when_the_firewalls_end_comes_up(topology):
+    # the bridge and dom0's VIF first, the firewall's end still down: no carrier yet
+    topology.ip("dom0", batch=["link add vif9.0 type veth peer name fwvif9.0 netns %s" % topology.fw,
+                               "link add %s type bridge" % BRIDGE, "link set %s up" % BRIDGE,
+                               "link set vif9.0 master %s" % BRIDGE, "link set vif9.0 up"])
+    posted = Posted()
+    watcher = NetlinkWatcher(netns=topology.dom0)
+    watcher.start(posted)
+    try:
+        wait_until(lambda: posted.of(KernelResynced), 10, message="the first read")
+        topology.ip("dom0", "link", "set", BRIDGE, "down")   # a notification without carrier
+        topology.ip("dom0", "link", "set", BRIDGE, "up")
+        assert not posted.of(CarrierUp)
+        topology.ip("fw", "link", "set", "fwvif9.0", "up")
+        wait_until(lambda: [e for e in posted.of(CarrierUp) if e.ifname == BRIDGE], 10,
+                   message="carrier on the bridge")
+    finally:
+        watcher.stop()
+
+
+def test_forget_neighbour_deletes_the_entry_and_an_absent_one_is_fine(topology, ping):
+    _bridge_with_firewall(topology)
+    assert ping(topology, "dom0", GATEWAY)
+    net = RtnlNet(topology.dom0)
+    gateway = ipaddress.ip_address(GATEWAY)
+    assert GATEWAY in topology.ip("dom0", "neigh", "show", "dev", BRIDGE)
+    assert net.forget_neighbour(gateway, BRIDGE) is True
+    assert GATEWAY not in topology.ip("dom0", "neigh", "show", "dev", BRIDGE)
+    assert net.forget_neighbour(gateway, BRIDGE) is False
+    assert net.forget_neighbour(gateway, "nosuchbr") is False
+    net.close()
