@@ -331,7 +331,14 @@ class Agent(object):
         """Seconds until the next round of ``key``, start to start, on the short-then-growing
         schedule of agent/schedule.py (0.1, 0.2, 0.4 ... probe_interval after a change)."""
         started = self.probe_started.get(key, self.clock.monotonic())
-        return max(0.0, self.schedule.step(key) - (self.clock.monotonic() - started))
+        elapsed = self.clock.monotonic() - started
+        step = self.schedule.step(key)
+        if key.startswith("sr:") and elapsed >= self.config.timing.probe_timeout:
+            # The network held the echo for a while and then gave up (a router's "host
+            # unreachable" after its ARP for storage failed): send the next one at once, so
+            # one is always waiting where storage comes back; rounds stay >= probe_timeout apart.
+            return 0.0
+        return max(0.0, step - elapsed)
 
     def probe_counts(self, key):
         """True when a failed round of ``key`` counts against its retry budget: only rounds

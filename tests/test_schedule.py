@@ -5,7 +5,7 @@ import random
 
 from agent import events as ev
 from agent.schedule import FAST_PERIOD, FAST_WINDOW, FIRST_STEP, ProbeSchedule, ReconnectSchedule
-from memworld import MemWorld
+from memworld import SR, MemWorld
 
 
 def test_probe_delays_grow_from_the_first_step_to_the_interval_and_stay_there():
@@ -170,3 +170,20 @@ def test_storage_rounds_wait_until_the_next_round_is_due_gateway_rounds_do_not()
     sr = [t for k, t in timeouts if k.startswith("sr:")]
     assert sr[0] == 1.0 and sr[-1] == 5.0      # probe_timeout while fast, then the interval
     assert set(t for k, t in timeouts if k == "gateway") == {1.0}
+
+
+def test_a_storage_round_that_lasted_probe_timeout_is_followed_at_once_a_quick_one_is_not():
+    w = MemWorld(vm_running=True, storage_up=False, start=False)
+    w.boot()
+    w.settle(max_time=30.0)
+    agent, key = w.agent, "sr:" + SR
+    for _ in range(8):
+        agent.schedule.step(key)                 # settled: 5 s steps
+    agent.probe_started[key] = w.clock.now - 3.0  # a router said "unreachable" after 3 s
+    assert agent.next_probe_in(key) == 0.0
+    agent.probe_started[key] = w.clock.now - 0.01  # refused at once: the schedule's step
+    assert abs(agent.next_probe_in(key) - 4.99) < 1e-6
+    agent.probe_started["gateway"] = w.clock.now - 3.0
+    for _ in range(8):
+        agent.schedule.step("gateway")
+    assert agent.next_probe_in("gateway") == 2.0

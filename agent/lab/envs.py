@@ -172,6 +172,8 @@ class NetnsEnv(_Env):
             raise NetnsUnavailable(str(exc))
         self._wire_storage("add")
         self._wait_lan_v6()
+        self.topology.fw_answer_delay = self.plan.fw_answer_delay
+        self._service_from = time.monotonic() + self.plan.storage_service_delay
         self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
             _FirewallVifs(self.topology, self.fw_by_bridge), vm_names=list(self.plan.uplinks),
             is_internal=lambda b: b in self.fw_by_bridge)))
@@ -214,7 +216,10 @@ class NetnsEnv(_Env):
                                stderr=subprocess.DEVNULL, env=_child_env()) == 0
 
     def storage_answers(self, server):
-        """For the simulator's PBD.plug: does the storage server answer a ping from dom0?"""
+        """For the simulator's PBD.plug: does the storage server answer a ping from dom0 (and
+        is its service up: ``storage_service_delay`` after its network came up)?"""
+        if server and time.monotonic() < self._service_from:
+            return False
         return not server or self._ping("dom0", server)
 
     def storage_down(self):
@@ -233,6 +238,7 @@ class NetnsEnv(_Env):
             "route replace default via %s" % self.netns.FW_LAN4.split("/")[0],
             "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
             "neigh flush dev eth0"])
+        self._service_from = time.monotonic() + self.plan.storage_service_delay
         self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
         self._wire_storage("replace")
 

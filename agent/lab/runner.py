@@ -25,6 +25,8 @@ import textwrap
 import threading
 import time
 
+import attr
+
 from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
@@ -123,6 +125,10 @@ def build_parser():
                    help="with several scenarios, run the rest after one fails")
     p.add_argument("--in-memory", action="store_true",
                    help="use the in-memory kernel model even where namespaces are available")
+    p.add_argument("--fw-answer-delay", type=float, default=0.0, metavar="S",
+                   help="the firewall answers S seconds after its VIF comes up (namespaces only)")
+    p.add_argument("--storage-service-delay", type=float, default=0.0, metavar="S",
+                   help="storage's service answers S seconds after its network (namespaces only)")
     return p
 
 
@@ -157,6 +163,8 @@ def main(argv=None):
     plan, code = _plan(args.config)
     if plan is None:
         return code
+    plan = attr.evolve(plan, fw_answer_delay=args.fw_answer_delay,
+                       storage_service_delay=args.storage_service_delay)
     forced = args.in_memory or os.environ.get(FORCE_MEMORY_ENV) == "1"
     memory = forced or not netns_available()
     if memory and not forced:
