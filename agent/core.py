@@ -333,11 +333,13 @@ class Agent(object):
         started = self.probe_started.get(key, self.clock.monotonic())
         elapsed = self.clock.monotonic() - started
         step = self.schedule.step(key)
-        if key.startswith("sr:") and elapsed >= self.config.timing.probe_timeout:
-            # The network held the echo for a while and then gave up (a router's "host
-            # unreachable" after its ARP for storage failed): send the next one at once, so
-            # one is always waiting where storage comes back; rounds stay >= probe_timeout apart.
-            return 0.0
+        if key.startswith("sr:"):
+            # Storage: keep an echo waiting where storage comes back. A router that gives up
+            # resolving it answers "host unreachable" (after its ARP timeout, or at once while
+            # its entry is marked failed); the next echo then goes out soon, making it try
+            # again -- but rounds start at least probe_timeout apart, so a path that fails
+            # at once costs at most one echo per probe_timeout.
+            step = min(step, self.config.timing.probe_timeout)
         return max(0.0, step - elapsed)
 
     def probe_counts(self, key):

@@ -172,18 +172,18 @@ def test_storage_rounds_wait_until_the_next_round_is_due_gateway_rounds_do_not()
     assert set(t for k, t in timeouts if k == "gateway") == {1.0}
 
 
-def test_a_storage_round_that_lasted_probe_timeout_is_followed_at_once_a_quick_one_is_not():
+def test_storage_rounds_follow_each_other_no_sooner_than_probe_timeout_start_to_start():
     w = MemWorld(vm_running=True, storage_up=False, start=False)
     w.boot()
     w.settle(max_time=30.0)
     agent, key = w.agent, "sr:" + SR
     for _ in range(8):
-        agent.schedule.step(key)                 # settled: 5 s steps
-    agent.probe_started[key] = w.clock.now - 3.0  # a router said "unreachable" after 3 s
+        agent.schedule.step(key)                   # settled: 5 s steps
+    agent.probe_started[key] = w.clock.now - 3.0   # a router said "unreachable" after 3 s
     assert agent.next_probe_in(key) == 0.0
-    agent.probe_started[key] = w.clock.now - 0.01  # refused at once: the schedule's step
-    assert abs(agent.next_probe_in(key) - 4.99) < 1e-6
+    agent.probe_started[key] = w.clock.now - 0.25  # ... or at once, its entry marked failed
+    assert abs(agent.next_probe_in(key) - 0.75) < 1e-6
     agent.probe_started["gateway"] = w.clock.now - 3.0
     for _ in range(8):
         agent.schedule.step("gateway")
-    assert agent.next_probe_in("gateway") == 2.0
+    assert agent.next_probe_in("gateway") == 2.0   # a gateway keeps its schedule
