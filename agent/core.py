@@ -29,6 +29,8 @@ logging.getLogger("transitions").setLevel(logging.WARNING)  # one INFO line per 
 MESSAGE_INTERVAL = 3600.0  # at most one DEGRADED alert per hour in XAPI (Xen Orchestra, XCP-ng Center)
 KERNEL_REREAD = "reconcile:kernel"  # a "reconcile" timer: handle() re-reads when it fires
 _KERNEL_BURST = (ev.KernelChanged, ev.KernelNotified)
+FIRST_ANSWER_KEYS = ("gateway",)  # probe rounds that one answer settles (states/routed.py)
+_SUB = "\x00"            # joins key, generation and target in a split round's keys
 MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
 TRANSITIONS_KEPT = 50   # in the status file
 
@@ -78,6 +80,8 @@ class Agent(object):
         self.timers = Timers()
         self.retries = Retries(config.timing, self.rng)
         self.schedule = ProbeSchedule(config.timing.probe_interval)
+        self._split = None         # the round of a FIRST_ANSWER_KEYS key, split per target
+        self._gen = 0
         self.reasons = {}
         self.probe_started = {}
         self.degraded_from = None
@@ -138,6 +142,10 @@ class Agent(object):
             return
         if isinstance(event, ev.KernelNotified):
             event = self._read_kernel(event)
+            if event is None:
+                return
+        if isinstance(event, ev.ProbeDone) and _SUB in event.key:
+            event = self._first_answer(event)
             if event is None:
                 return
         if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged, ev.CarrierUp)):
@@ -324,8 +332,34 @@ class Agent(object):
             # resolves storage that is coming back (ARP) delivers the answer the moment it is
             # back. No extra packet; a gateway gets no such wait (a hint starts its next round).
             timeout = max(timeout, self.schedule.upcoming(key))
-        self.prober.probe(key, list(targets), timeout)
+        targets = list(targets)
+        if key in FIRST_ANSWER_KEYS and len(targets) > 1:
+            # One answer is enough: a round per target, and the first answer ends the round
+            # (_first_answer), so an IPv6 gateway still in neighbour discovery does not hold
+            # up an IPv4 one that answered.
+            self._gen += 1
+            self._split = {"key": key, "gen": str(self._gen), "left": set(targets), "results": {}}
+            for target in targets:
+                self.prober.probe(_SUB.join((key, str(self._gen), target)), [target], timeout)
+            return True
+        self.prober.probe(key, targets, timeout)
         return True
+
+    def _first_answer(self, event):
+        """Fold the result of one target of a split round: the round's ProbeDone at the first
+        answer or when every target has failed, else None (results after that are dropped)."""
+        key, gen, target = event.key.split(_SUB, 2)
+        split = self._split
+        if split is None or split["gen"] != gen:
+            return None
+        split["results"].update(dict(event.results))
+        split["left"].discard(target)
+        if not event.answered() and split["left"]:
+            return None
+        self._split = None
+        results = dict((t, False) for t in split["left"])
+        results.update(split["results"])
+        return ev.ProbeDone(key, results)
 
     def next_probe_in(self, key):
         """Seconds until the next round of ``key``, start to start, on the short-then-growing

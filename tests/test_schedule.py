@@ -90,7 +90,11 @@ def _world_waiting_for_a_silent_gateway(seconds=60.0):
     probe = w.prober.probe
 
     def timed(key, targets, timeout):
-        w.rounds.append((key, w.clock.now, w.agent.state))
+        # a gateway round is split per target ("gateway\0<round>\0<target>"): count rounds
+        base, _, rest = key.partition("\x00")
+        gen = rest.split("\x00")[0]
+        if not any(r[0] == base and r[3] == gen for r in w.rounds) or not rest:
+            w.rounds.append((base, w.clock.now, w.agent.state, gen))
         probe(key, targets, timeout)
     w.prober.probe = timed
     w.boot()
@@ -101,7 +105,7 @@ def _world_waiting_for_a_silent_gateway(seconds=60.0):
 
 def test_a_silent_gateway_is_probed_fast_then_at_the_interval_and_only_those_rounds_count():
     w = _world_waiting_for_a_silent_gateway()
-    times = [t for key, t, _state in w.rounds if key == "gateway"]
+    times = [t for key, t, _state, _gen in w.rounds if key == "gateway"]
     gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
     assert gaps[:6] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
     assert set(gaps[6:]) == {5.0}
@@ -169,7 +173,7 @@ def test_storage_rounds_wait_until_the_next_round_is_due_gateway_rounds_do_not()
     w.settle(max_time=60.0)
     sr = [t for k, t in timeouts if k.startswith("sr:")]
     assert sr[0] == 1.0 and sr[-1] == 5.0      # probe_timeout while fast, then the interval
-    assert set(t for k, t in timeouts if k == "gateway") == {1.0}
+    assert set(t for k, t in timeouts if k.startswith("gateway\x00")) == {1.0}
 
 
 def test_storage_rounds_follow_each_other_no_sooner_than_probe_timeout_start_to_start():
@@ -187,3 +191,37 @@ def test_storage_rounds_follow_each_other_no_sooner_than_probe_timeout_start_to_
     for _ in range(8):
         agent.schedule.step("gateway")
     assert agent.next_probe_in("gateway") == 2.0   # a gateway keeps its schedule
+
+
+def test_a_gateway_round_ends_at_the_first_answer_and_later_results_are_dropped():
+    w = MemWorld(vm_running=True, start=False)
+    held = []
+    w.prober.probe = lambda key, targets, timeout: held.append((key, targets[0]))
+    w.boot()
+    w.agent.run_pending()
+    assert w.agent.state == "ROUTED" and len(held) == 2
+    v4 = [k for k, t in held if t == "192.0.2.1"][0]
+    v6 = [k for k, t in held if t == "2001:db8:1::1"][0]
+    w.agent.post(ev.ProbeDone(v4, {"192.0.2.1": True}))   # v6 still in neighbour discovery
+    w.agent.run_pending()
+    assert w.agent.state != "ROUTED"
+    state = w.agent.state
+    w.agent.post(ev.ProbeDone(v6, {"2001:db8:1::1": False}))  # late: dropped
+    w.agent.run_pending()
+    assert w.agent.state == state and "gateway" not in w.agent.facts.pending_probes
+
+
+def test_a_gateway_round_fails_only_when_every_target_has_failed():
+    w = MemWorld(vm_running=True, start=False)
+    held = []
+    w.prober.probe = lambda key, targets, timeout: held.append((key, targets[0]))
+    w.boot()
+    w.agent.run_pending()
+    first = list(held)
+    w.agent.post(ev.ProbeDone(first[0][0], {first[0][1]: False}))
+    w.agent.run_pending()
+    assert "gateway" in w.agent.facts.pending_probes and len(held) == 2   # still waiting
+    w.agent.post(ev.ProbeDone(first[1][0], {first[1][1]: False}))
+    w.agent.run_pending()
+    assert "gateway" not in w.agent.facts.pending_probes
+    assert w.agent.state == "ROUTED" and w.agent.timers.armed("probe:gateway")
