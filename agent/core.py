@@ -30,7 +30,7 @@ MESSAGE_INTERVAL = 3600.0  # at most one DEGRADED alert per hour in XAPI (Xen Or
 KERNEL_REREAD = "reconcile:kernel"  # a "reconcile" timer: handle() re-reads when it fires
 _KERNEL_BURST = (ev.KernelChanged, ev.KernelNotified)
 FIRST_ANSWER_KEYS = ("gateway",)  # probe rounds that one answer settles (states/routed.py)
-_SUB = "\x00"            # joins key, generation and target in a split round's keys
+_SUB = "@"               # joins key and target in a split round's keys ("gateway@192.0.2.1")
 MAX_CHAIN = 16          # transitions one event may cause; more means the table loops: a bug
 TRANSITIONS_KEPT = 50   # in the status file
 
@@ -81,7 +81,6 @@ class Agent(object):
         self.retries = Retries(config.timing, self.rng)
         self.schedule = ProbeSchedule(config.timing.probe_interval)
         self._split = None         # the round of a FIRST_ANSWER_KEYS key, split per target
-        self._gen = 0
         self.reasons = {}
         self.probe_started = {}
         self.degraded_from = None
@@ -337,20 +336,20 @@ class Agent(object):
             # One answer is enough: a round per target, and the first answer ends the round
             # (_first_answer), so an IPv6 gateway still in neighbour discovery does not hold
             # up an IPv4 one that answered.
-            self._gen += 1
-            self._split = {"key": key, "gen": str(self._gen), "left": set(targets), "results": {}}
+            self._split = {"key": key, "left": set(targets), "results": {}}
             for target in targets:
-                self.prober.probe(_SUB.join((key, str(self._gen), target)), [target], timeout)
+                self.prober.probe(key + _SUB + target, [target], timeout)
             return True
         self.prober.probe(key, targets, timeout)
         return True
 
     def _first_answer(self, event):
         """Fold the result of one target of a split round: the round's ProbeDone at the first
-        answer or when every target has failed, else None (results after that are dropped)."""
-        key, gen, target = event.key.split(_SUB, 2)
+        answer or when every target has failed, else None (results after that are dropped;
+        keys are stable per target, so the prober keeps one record per target, not per round)."""
+        key, target = event.key.split(_SUB, 1)
         split = self._split
-        if split is None or split["gen"] != gen:
+        if split is None or split["key"] != key or target not in split["left"]:
             return None
         split["results"].update(dict(event.results))
         split["left"].discard(target)
