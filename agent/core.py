@@ -430,6 +430,12 @@ class Agent(object):
             except Exception as e:  # a speed-up only
                 self.log.warning("forgetting the neighbour entry of %s on %s failed: %s; the kernel "
                                  "solicits again on its own", gateway, bridge, e)
+        if hit and forget is not None and self._split is not None:
+            # The echoes of the round under way waited in the entries just forgotten: they are
+            # gone, so that round would only time out. Leave it (its late results are
+            # dropped) and let the state start a new one now.
+            self.facts.pending_probes.discard(self._split["key"])
+            self._split = None
         return hit
 
     def _gateway_texts(self):

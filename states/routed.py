@@ -2,8 +2,9 @@
 
 Routes are replaced in the main table (idempotent) and read back. The kernel drops a v4
 default route silently when its address goes (libraries.md §2.4), which the loop sees as
-route_lost. The gateway is probed every probe_interval until it answers; after the retry
-budget the machine enters DEGRADED with reason "gateway" and keeps probing.
+route_lost. The gateway is probed until it answers, on the schedule of agent/schedule.py
+(0.1 s after the route, growing to probe_interval); after the retry budget (rounds at the full
+interval) the machine enters DEGRADED with reason "gateway" and keeps probing.
 """
 
 from agent import desired

@@ -224,3 +224,23 @@ def test_a_gateway_round_fails_only_when_every_target_has_failed():
     w.agent.run_pending()
     assert "gateway" not in w.agent.facts.pending_probes
     assert w.agent.state == "ROUTED" and w.agent.timers.armed("probe:gateway")
+
+
+def test_carrier_abandons_the_gateway_round_whose_echoes_waited_in_the_forgotten_entries():
+    w = MemWorld(vm_running=True, start=False)
+    held = []
+    w.prober.probe = lambda key, targets, timeout: held.append((key, targets[0]))
+    w.net.forget_neighbour = lambda gw, bridge: None
+    w.boot()
+    w.agent.run_pending()
+    assert len(held) == 2 and "gateway" in w.agent.facts.pending_probes
+    w.agent.post(ev.CarrierUp("xapi1", 7))
+    w.agent.run_pending()
+    assert len(held) == 4                                # a new round at once
+    old_v4 = held[0][0]
+    w.agent.post(ev.ProbeDone(old_v4, {"192.0.2.1": False}))   # the old round's timeout
+    w.agent.run_pending()
+    assert w.agent.state == "ROUTED" and "gateway" in w.agent.facts.pending_probes
+    w.agent.post(ev.ProbeDone(held[3][0], {held[3][1]: True}))
+    w.agent.run_pending()
+    assert w.agent.state != "ROUTED"

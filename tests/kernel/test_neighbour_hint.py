@@ -33,7 +33,7 @@ def _neighbours_by_us(ns):
     finally:
         sock.close()
     out = set()
-    for kind, payload in dump:
+    for _kind, payload in dump:
         index, address, state = rtnl_msg.parse_neighbour(payload)
         if address is not None:
             out.add((index, address, state))
