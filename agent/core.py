@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from agent import desired
 from agent import events as ev
 from agent import guards
 from agent import keeper
@@ -19,6 +20,7 @@ from agent import machine as m
 from agent import notify
 from agent.facts import Facts
 from agent.repeats import Repeats
+from agent.schedule import ProbeSchedule
 from agent.timers import Retries, Timers
 from agent.world import PublishState, diff_views
 
@@ -79,6 +81,7 @@ class Agent(object):
         self.facts = Facts()
         self.timers = Timers()
         self.retries = Retries(config.timing, self.rng)
+        self.schedule = ProbeSchedule(config.timing.probe_interval)
         self.reasons = {}
         self.probe_started = {}
         self.degraded_from = None
@@ -144,6 +147,8 @@ class Agent(object):
             event = self._read_kernel(event)
             if event is None:
                 return
+        if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged, ev.CarrierUp)):
+            self._probe_hint(event)
         self.facts.apply(event)
         keeper.fold(self, event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
@@ -204,6 +209,7 @@ class Agent(object):
             return
         self.config = new
         self.retries = Retries(new.timing, self.rng)
+        self.schedule = ProbeSchedule(new.timing.probe_interval)
         self.reasons.clear()
         self.facts.world = None
         self.facts.missing = ()
@@ -353,14 +359,96 @@ class Agent(object):
             return False
         self.facts.pending_probes.add(key)
         self.probe_started[key] = self.clock.monotonic()
-        self.prober.probe(key, list(targets), self.config.timing.probe_timeout)
+        timeout = self.config.timing.probe_timeout
+        if key.startswith("sr:"):
+            # Storage: wait for an answer until the next round is due, so one echo is always
+            # on its way, as the predecessor's 5 s echo was: a router that holds it while it
+            # resolves storage that is coming back (ARP) delivers the answer the moment it is
+            # back. No extra packet; a gateway gets no such wait (a hint starts its next round).
+            timeout = max(timeout, self.schedule.upcoming(key))
+        self.prober.probe(key, list(targets), timeout)
         return True
 
     def next_probe_in(self, key):
-        """Seconds until the next round of ``key``: probe rounds start every probe_interval
-        (start to start), so a target that comes back is seen within one interval."""
+        """Seconds until the next round of ``key``, start to start, on the short-then-growing
+        schedule of agent/schedule.py (0.1, 0.2, 0.4 ... probe_interval after a change)."""
         started = self.probe_started.get(key, self.clock.monotonic())
-        return max(0.0, self.config.timing.probe_interval - (self.clock.monotonic() - started))
+        elapsed = self.clock.monotonic() - started
+        step = self.schedule.step(key)
+        if key.startswith("sr:"):
+            # Storage: keep an echo waiting where storage comes back. A router that gives up
+            # resolving it answers "host unreachable" (after its ARP timeout, or at once while
+            # its entry is marked failed); the next echo then goes out soon, making it try
+            # again -- but rounds start at least probe_timeout apart, so a path that fails
+            # at once costs at most one echo per probe_timeout.
+            step = min(step, self.config.timing.probe_timeout)
+        return max(0.0, step - elapsed)
+
+    def probe_counts(self, key):
+        """True when a failed round of ``key`` counts against its retry budget: only rounds
+        at the full probe_interval do, so the fast ones never bring DEGRADED sooner."""
+        return self.schedule.settled(key)
+
+    def route_writing(self, bridge):
+        """A default route via ``bridge`` is about to be installed: probes start fast again,
+        and the kernel will resolve the gateway's link-layer address quickly (Net.resolve_fast,
+        where the port has it). Before the route, not after: the first packet routed through
+        it arms the neighbour's retransmit timer with the value in force at that moment."""
+        self.schedule.restart()
+        resolve_fast = getattr(self.net, "resolve_fast", None)
+        if resolve_fast is not None:
+            try:
+                resolve_fast(bridge)
+            except Exception as e:  # a speed-up only: never a reason to fail the route
+                self.log.warning("faster neighbour resolution on %s not set: %s; "
+                                 "continuing with the kernel's default", bridge, e)
+
+    def _probe_hint(self, event):
+        """A change that matters for probes (a default route appeared, a gateway's neighbour
+        entry became valid): restart the schedule and drop the armed probe timers, so the
+        state's work probes at once."""
+        if isinstance(event, ev.KernelChanged):
+            if not any(isinstance(c, ev.RouteAdded) for c in event.changes):
+                return
+        elif isinstance(event, ev.CarrierUp):
+            if not self._carrier_up(event.ifname):
+                return
+        elif not event.valid or event.address.split("%")[0] not in self._gateway_texts():
+            return
+        self.schedule.restart()
+        for name in list(self.timers.pending()):
+            if name.startswith("probe:"):
+                self.timers.cancel(name)
+
+    def _carrier_up(self, ifname):
+        """The uplink ``ifname`` got carrier: forget its gateways' neighbour entries (the kernel
+        would solicit again only at an entry's next retransmit, its first solicit having gone
+        out on a bridge without carrier; and the kernel does not say when it flushes the
+        entries of a bridge that goes), so the next packet solicits at once. Costs one ARP/ND
+        exchange when an entry was valid. True when ``ifname`` carries a wanted route."""
+        forget = getattr(self.net, "forget_neighbour", None)
+        hit = False
+        for _family, gateway, bridge in desired.wanted_routes(self.config, self.facts):
+            if bridge != ifname:
+                continue
+            hit = True
+            if forget is None:
+                continue
+            try:
+                forget(gateway, bridge)
+            except Exception as e:  # a speed-up only
+                self.log.warning("forgetting the neighbour entry of %s on %s failed: %s; the kernel "
+                                 "solicits again on its own", gateway, bridge, e)
+        if hit and forget is not None and keeper.PROBE_KEY in self.facts.pending_probes:
+            # The echoes of the round under way waited in the entries just forgotten: they are
+            # gone, so that round would only time out. Let the keeper start a new one now (a
+            # late result of the old round is folded like any other).
+            self.facts.pending_probes.discard(keeper.PROBE_KEY)
+        return hit
+
+    def _gateway_texts(self):
+        """The configured gateways as text (what a neighbour hint names)."""
+        return set(str(gw) for _family, gw in self.config.gateways())
 
     def set_reason(self, key, text):
         """Add or update a DEGRADED reason."""

@@ -236,6 +236,29 @@ class KernelChanged(Event):
         return KernelChanged(newer.view, (self.changes + newer.changes)[-64:])
 
 
+@_kind("neighbour_changed")
+@attr.s(frozen=True, slots=True)
+class NeighbourChanged(Event):
+    """The kernel's neighbour entry for ``address`` on interface ``index`` became valid (it
+    has a link-layer address: reachable, stale, ...) or stopped being so (incomplete, failed,
+    deleted). A hint from the netlink watcher: when a gateway's entry becomes valid, the
+    gateway answers ARP/ND, so the decision thread probes at once (core.Agent)."""
+
+    address = attr.ib()
+    index = attr.ib(default=0)
+    valid = attr.ib(default=True)
+
+
+@_kind("carrier_up")
+@attr.s(frozen=True, slots=True)
+class CarrierUp(Event):
+    """Interface ``ifname`` got carrier (the firewall's end of its VIF came up, so the bridge
+    forwards): a hint from the netlink watcher that a gateway behind it may now resolve."""
+
+    ifname = attr.ib()
+    index = attr.ib(default=0)
+
+
 @_kind("link_appeared")
 @attr.s(frozen=True, slots=True)
 class LinkAppeared(Event):

@@ -129,6 +129,7 @@ def keep_routes(ctx):
         what = "default via %s dev %s" % (gateway, bridge)
         before = sorted(r for r in facts.routes if r[0] == family)
         held = facts.routes_held.get(family)
+        ctx.route_writing(bridge)  # probes start fast again; the gateway is resolved quickly
         try:
             result = ctx.net.ensure_default_route(gateway, bridge)
         except NetError as e:
@@ -192,10 +193,12 @@ def fold(ctx, event):
                 ctx.effect("probe " + gateway_name(target), "answered")
             continue
         silent = True
-        retry.failed("no answer from %s" % text)
+        counts = ctx.probe_counts(PROBE_KEY)  # the fast rounds after a change do not count
+        if counts:
+            retry.failed("no answer from %s" % text)
         verdict = "silent" if retry.spent else "failing"
         facts.gateway_verdicts[target] = verdict
-        if was != "silent":  # after the budget the status says it; no line every round
+        if counts and was != "silent":  # after the budget the status says it; no line every round
             ctx.effect("probe " + gateway_name(target), "no answer (%d in a row)" % retry.failures,
                        ok=False, retry_in=round(ctx.next_probe_in(PROBE_KEY), 3))
     if silent:

@@ -157,8 +157,8 @@ def pid_alive(pid):
 
 def is_running(status):
     """True when the process that wrote ``status`` still runs (same boot, live pid)."""
-    if not isinstance(status, dict) or not status.get("pid"):
-        return False
+    if not isinstance(status, dict) or type(status.get("pid")) is not int:
+        return False  # a pid is a number: true, "1" or 1.5 name no process
     if status.get("boot_id") and status.get("boot_id") != boot_id():
         return False
     try:

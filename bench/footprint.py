@@ -11,8 +11,16 @@ long-polls 30 s, backoff cap 60 s). Once HEALTHY:
          and other_config as fast as the simulator allows; report the agent's CPU over that
          window, against the same window idle (the agent subscribes to its own objects only,
          so its CPU must not grow with unrelated events).
+  waiting (with --waiting S): S seconds each, from the moment the wait begins (so the fast
+         probe rounds right after a change are included), of
+         - a firewall that never answers: its VM runs, its end of the VIF is up, its
+           addresses never come (agent/lab/netns.py fw_answer_delay);
+         - storage that never answers: its link is down and its PBD detached;
+         - XAPI away: a toolstack restart that lasts longer than S;
+         reported per hour as if the wait went on at that rate (the fast phases are once per
+         change, so this overstates a long wait).
 
-    python bench/footprint.py [--idle 600] [--churn 60] [--json]
+    python bench/footprint.py [--idle 600] [--churn 60] [--waiting 0] [--json]
 """
 
 import argparse
@@ -73,10 +81,34 @@ def window(pid, seconds, during=None):
             "rss_mib": round(rss, 1)}
 
 
+def waiting(host, pid, seconds):
+    """The agent's cost while it waits for a firewall, storage, XAPI that do not answer."""
+    out = {}
+    host.sim.vm_stop("pfsense")
+    host.wait_state("WAITING_VM")
+    host.topology.fw_answer_delay = 24 * 3600.0   # its addresses never come in this window
+    host.sim.vm_start("pfsense")
+    out["waiting_firewall"] = window(pid, seconds)
+    out["waiting_firewall"]["state"] = host.status().get("state")
+    host.sim.vm_stop("pfsense")
+    host.wait_state("WAITING_VM")
+    host.topology.fw_answer_delay = 0.0
+    host.sim.vm_start("pfsense")
+    host.wait_state("HEALTHY")
+    host.topology.ip("lan", "link", "set", "eth0", "down")
+    host.sim.pbd_unplug("5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01")
+    out["waiting_storage"] = window(pid, seconds)
+    out["waiting_storage"]["state"] = host.status().get("state")
+    host.sim.toolstack_restart(seconds + 30.0)
+    out["waiting_xapi"] = window(pid, seconds)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=600.0)
     parser.add_argument("--churn", type=float, default=60.0)
+    parser.add_argument("--waiting", type=float, default=0.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = {"python": sys.version.split()[0]}
@@ -97,12 +129,16 @@ def main():
         result["churn_1000_vms"] = window(agent.pid, args.churn, churn)
         result["churn_1000_vms"]["changes"] = changes[0]
         result["state_after"] = host.status().get("state")
+        if args.waiting > 0:
+            result.update(waiting(host, agent.pid, args.waiting))
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print("footprint of `agent run` (python %s)" % result["python"])
-        for key in ("idle", "quiet_reference", "churn_1000_vms"):
-            print("  %-16s %s" % (key, json.dumps(result[key], sort_keys=True)))
+        for key in ("idle", "quiet_reference", "churn_1000_vms", "waiting_firewall",
+                    "waiting_storage", "waiting_xapi"):
+            if key in result:
+                print("  %-16s %s" % (key, json.dumps(result[key], sort_keys=True)))
 
 
 if __name__ == "__main__":

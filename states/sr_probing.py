@@ -44,7 +44,8 @@ def handle_event(ctx, event):
                 ctx.request(PlugPbd(pbd.ref, sr.uuid))
         else:
             ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
-            ctx.retries[event.key].failed("storage target %s not answering" % targets)
+            if ctx.probe_counts(event.key):  # the fast rounds after a change do not count
+                ctx.retries[event.key].failed("storage target %s not answering" % targets)
             ctx.arm("probe:" + event.key, ctx.next_probe_in(event.key))
     else:
         reply(ctx, event)

@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from agent import events as ev
 from agent import machine as m
 from agent import desired
+from agent.schedule import FIRST_STEP
 from agent.world import EnableHost
 from memworld import BRIDGE, BRIDGE_B, FOREIGN, FOREIGN_ON_BRIDGE, MGMT, SR, MemWorld, make_two
 
@@ -44,7 +45,7 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
         arm = agent.arm
 
         def recording_arm(name, delay):
-            self.delays.append((name, delay))
+            self.delays.append((name, delay, agent.schedule.restarts))
             arm(name, delay)
         agent.arm = recording_arm
         self.enables = []
@@ -142,6 +143,11 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
     def a_gateway_answers_again(self, which):
         self.world.prober.reachable.add(which)
 
+    @rule(gateway=st.sampled_from(["192.0.2.1", "2001:db8:1::1", "192.0.2.77"]), valid=st.booleans())
+    def the_kernel_hints_at_a_neighbour(self, gateway, valid):
+        # the netlink watcher's hint; it may come at any time, for a gateway or not
+        self.world.agent.post(ev.NeighbourChanged(gateway, 7, valid))
+
     @rule(booting=st.booleans())
     def xapi_boot_phase(self, booting):
         self.world.xapi.booting = booting
@@ -179,8 +185,25 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
     @invariant()
     def retries_never_busy_loop(self):
         floor = 0.5 * self.world.config.timing.backoff_base
-        for name, delay in self.delays:
-            assert delay >= floor, (name, delay)
+        for name, delay, _restarts in self.delays:
+            if not name.startswith("probe:"):
+                assert delay >= floor, (name, delay)
+
+    @invariant()
+    def probes_come_fast_only_right_after_a_change(self):
+        # Probe rounds follow agent/schedule.py: never closer than FIRST_STEP, and between
+        # two restarts of the schedule (a route installed, a gateway resolved) at most the
+        # few fast steps below the retry floor; after them, rounds back off like retries.
+        sched = self.world.agent.schedule
+        floor = 0.5 * self.world.config.timing.backoff_base
+        fast_steps = sum(1 for n in range(64) if sched.delay_at(n) < floor)
+        fast = {}
+        for name, delay, restarts in self.delays:
+            if name.startswith("probe:") and delay < floor:
+                assert delay >= FIRST_STEP - 1e-9, (name, delay)
+                fast[(name, restarts)] = fast.get((name, restarts), 0) + 1
+        for key, count in fast.items():
+            assert count <= fast_steps, (key, count, fast_steps)
 
     def teardown(self):
         """Quiet, each binding whose bridge exists holds its part, whatever the other does; a

@@ -102,6 +102,27 @@ class RtnlNet(Net):
         """Release the socket; every address and route stays in place."""
         self._drop_socket()
 
+    def forget_neighbour(self, gateway, ifname):
+        """Delete the neighbour entry of ``gateway`` (ipaddress) on ``ifname``, so the next
+        packet solicits at once instead of at the entry's next retransmit; absent is fine."""
+        index = self._index(ifname)
+        if index is None:
+            return False
+        try:
+            self._call("forget neighbour %s dev %s" % (gateway, ifname),
+                       lambda sock: sock.request(msg.RTM_DELNEIGH, 0, msg.del_neighbour(index, gateway)))
+        except NetError as exc:
+            if exc.code == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def resolve_fast(self, ifname):
+        """Let the kernel re-solicit a silent gateway on ``ifname`` every 100 ms, not every
+        second (agent/adapters/resolve.py)."""
+        from agent.adapters import resolve
+        return resolve.set_retrans(ifname, netns=self._netns)
+
     # --- lookups ------------------------------------------------------------------------------
 
     def _index(self, ifname):

@@ -10,6 +10,13 @@ burst that arrives while it repairs costs one read, and no second thread parses 
 it repairs (bench/kernel_latency.py: a re-read here competed with every repair for the GIL
 and the CPU).
 
+One exception to "not parsed": a second socket reads neighbour and link messages, because
+the kernel's own ARP/ND state says when a gateway starts answering, before any probe could.
+The watcher keeps, per (interface, address), whether the entry is valid (has a link-layer
+address) and posts NeighbourChanged only when that flips -- the reachable/stale/delay/probe
+cycle of a busy neighbour posts nothing -- and CarrierUp when a link it has seen without
+carrier gets it (the firewall's end of the VIF came up).
+
 Order matters: subscribe first, then dump, so nothing falls between the two (docs/architecture.md §4).
 After an overflow (ENOBUFS) or any socket error, the watcher closes everything, subscribes
 again, re-reads and posts a new KernelResynced. The thread sleeps in select() on the netlink
@@ -21,9 +28,9 @@ import os
 import select
 import threading
 
-from agent.adapters import rtnl
+from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import RtnlNet
-from agent.events import KernelNotified, KernelResynced
+from agent.events import CarrierUp, KernelNotified, KernelResynced, NeighbourChanged
 from agent.ports import NetWatcher
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,9 @@ DRAIN_LIMIT = 256         # datagrams per hint, so a never-ending storm still ge
 RETRY_BASE = 0.05         # seconds before the 2nd consecutive reopen; the 1st (ENOBUFS) is immediate
 RETRY_CAP = 5.0
 STOP_TIMEOUT = 5.0        # bounded join: a netlink dump in flight finishes in milliseconds
+RTMGRP_NEIGH = 0x4        # 1 << (RTNLGRP_NEIGH - 1), linux/rtnetlink.h
+HINT_GROUPS = RTMGRP_NEIGH | rtnl.RTMGRP_LINK
+NEIGH_RCVBUF = 1 << 18
 
 
 class _Stopping(Exception):
@@ -49,6 +59,8 @@ class NetlinkWatcher(NetWatcher):
         self._wake_r = self._wake_w = None
         self._stopping = threading.Event()
         self.resyncs = 0  # how many KernelResynced were posted (1 + overflows/reopens)
+        self._valid = {}  # (index, address) -> True while its neighbour entry is valid
+        self._carrier = {}  # index -> has carrier, as last notified
 
     def start(self, post):
         """Start the thread; it subscribes, posts KernelResynced, then posts deltas through ``post``."""
@@ -80,17 +92,21 @@ class NetlinkWatcher(NetWatcher):
     def _run(self, post):
         failures = 0
         while not self._stopping.is_set():
-            monitor = reader = None
+            monitor = reader = neigh = None
             try:
                 # Created, bound and read in this one thread (docs/kernel-behaviour.md §8).
                 monitor = rtnl.RtnlMonitor(rcvbuf=self._rcvbuf, netns=self._netns)
+                neigh = rtnl.open_socket(self._netns, NEIGH_RCVBUF, HINT_GROUPS)
+                neigh.setblocking(False)
+                self._valid.clear()
+                self._carrier.clear()
                 reader = RtnlNet(self._netns)
                 view = reader.read_view()
                 reader.close()
                 self.resyncs += 1
                 post(KernelResynced(view))
                 failures = 0
-                self._follow(post, monitor)
+                self._follow(post, monitor, neigh)
             except _Stopping:
                 break
             except Exception as exc:
@@ -104,21 +120,57 @@ class NetlinkWatcher(NetWatcher):
             finally:
                 if monitor is not None:
                     monitor.close()
+                if neigh is not None:
+                    neigh.close()
                 if reader is not None:
                     reader.close()
             if failures > 1 and self._wait_woken(min(RETRY_CAP, RETRY_BASE * 2 ** (failures - 2))):
                 break
         log.debug("netlink watcher stopped")
 
-    def _follow(self, post, monitor):
-        """Wait for notifications; post one KernelNotified per drained batch."""
+    def _follow(self, post, monitor, neigh):
+        """Wait for notifications; post one KernelNotified per drained batch, and a
+        NeighbourChanged per neighbour entry whose validity flipped."""
         while True:
-            readable, _, _ = select.select([monitor, self._wake_r], [], [])
+            readable, _, _ = select.select([monitor, neigh, self._wake_r], [], [])
             if self._wake_r in readable or self._stopping.is_set():
                 raise _Stopping()
-            count = monitor.drain(DRAIN_LIMIT)
-            if count:
-                post(KernelNotified(count))
+            if neigh in readable:
+                for event in self._neighbour_flips(neigh):
+                    post(event)
+            if monitor in readable:
+                count = monitor.drain(DRAIN_LIMIT)
+                if count:
+                    post(KernelNotified(count))
+
+    def _neighbour_flips(self, sock):
+        """Read pending neighbour datagrams; the NeighbourChanged events of entries that
+        became valid or stopped being so. An overflow here loses only hints: forgotten."""
+        out = []
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if not rtnl.is_overflow(exc):
+                    raise
+                self._valid.clear()
+                self._carrier.clear()
+                continue
+            for index, ifname, carrier in rtnl_msg.carrier_events(data):
+                if carrier and self._carrier.get(index) is False and ifname:
+                    out.append(CarrierUp(ifname, index))
+                self._carrier[index] = carrier
+            for kind, index, address, state in rtnl_msg.neighbour_events(data):
+                valid = kind == rtnl_msg.RTM_NEWNEIGH and bool(state & rtnl_msg.NUD_VALID)
+                if self._valid.get((index, address), False) != valid:
+                    out.append(NeighbourChanged(address, index, valid))
+                if valid:
+                    self._valid[(index, address)] = True
+                else:
+                    self._valid.pop((index, address), None)
+        return out
 
     def _wait_woken(self, seconds):
         """Back off before reopening; True when stop() woke us meanwhile."""

@@ -27,7 +27,7 @@ from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, eve
                                        list_autostart, read_world)
 from agent.events import ActionDone, XapiConnected, XapiLost
 from agent.ports import UNSENT, Xapi
-from agent.timers import Retry
+from agent.schedule import ReconnectSchedule
 from agent import world as w
 from agent import text
 
@@ -167,7 +167,7 @@ class XapiAdapter(Xapi):
 
     def _watch(self):
         timing = self._config.timing
-        retry = Retry(timing.backoff_base, timing.backoff_cap, _UNLIMITED, self._rng)
+        retry = ReconnectSchedule(timing.backoff_base, timing.backoff_cap, _UNLIMITED, self._rng)
         conn = self._connection("watcher")
         try:
             while not self._stopping.is_set():
@@ -197,9 +197,11 @@ class XapiAdapter(Xapi):
                     and in_emergency_mode(self._config.xapi):
                 text = EMERGENCY_TEXT % text
             self._lost = text
-            delay = retry.failed(text)
-            log.warning("XAPI unavailable (%s), retrying in %.1f s", text, delay)
-            self._emit(XapiLost(text))
+            delay = retry.failed(text, fast=is_transport_error(exc))
+            log.log(logging.WARNING if retry.loud else logging.DEBUG,
+                    "XAPI unavailable (%s), retrying in %.1f s", text, delay)
+            if retry.loud:  # the fast attempts right after a loss say nothing new
+                self._emit(XapiLost(text))
             self._wait(delay)
             return None
         if self._lost is not None:
@@ -252,11 +254,11 @@ class XapiAdapter(Xapi):
                 if is_transport_error(exc):
                     self._lost = text
                     self._emit(XapiLost(text))
-                self._back_off(retry, text)
+                self._back_off(retry, text, fast=is_transport_error(exc))
                 return
 
-    def _back_off(self, retry, text):
-        delay = retry.failed(text)
+    def _back_off(self, retry, text, fast=False):
+        delay = retry.failed(text, fast=fast) if fast else retry.failed(text)
         log.warning("XAPI event stream failed (%s), resyncing in %.1f s", text, delay)
         self._wait(delay)
 

@@ -168,8 +168,10 @@ class NetnsEnv(_Env):
         self.topology.storage_targets(self.plan.storage)
         from agent.lab.storage import StorageServices
         self.storage = StorageServices(self.topology.ns("lan"))  # agent/lab/storage.py
-        self.storage.start()
+        self.storage.start(self.plan.storage_service_delay)  # a NAS whose nfsd starts late
         self._wait_lan_v6()
+        self.topology.fw_answer_delay = self.plan.fw_answer_delay
+        self._service_from = time.monotonic() + self.plan.storage_service_delay
         self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
             self.topology, vm_names=list(self.firewalls), is_internal=lambda b: b in self.fw_by_bridge,
             addresses_of=lambda b: self.fw_by_bridge.get(b, ()))))
@@ -202,7 +204,10 @@ class NetnsEnv(_Env):
         return TcpProbe(netns=self.topology.ns("dom0"), timeout=1.0)
 
     def storage_answers(self, server):
-        """Does the storage server answer a ping from dom0?"""
+        """For the simulator's PBD.plug: does the storage server answer a ping from dom0 (and
+        is its service up: ``storage_service_delay`` after its network came up)?"""
+        if server and time.monotonic() < self._service_from:
+            return False
         return not server or self._ping("dom0", server)
 
     def storage_down(self):
@@ -221,6 +226,10 @@ class NetnsEnv(_Env):
             "route replace default via %s" % self.netns.FW_LAN4.split("/")[0],
             "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
             "neigh flush dev eth0"])
+        self._service_from = time.monotonic() + self.plan.storage_service_delay
+        if self.plan.storage_service_delay > 0:  # its service restarts with it, and answers later
+            self.storage.stop()
+            self.storage.start(self.plan.storage_service_delay)
         self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
         self.topology.storage_targets(self.plan.storage, "replace")
 

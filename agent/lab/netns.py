@@ -301,13 +301,36 @@ class Topology(object):
             self.bridge_up(bridge)
         if addresses is None:
             addresses = (GATEWAY4, GATEWAY6, GATEWAY6_LINK_LOCAL) if gateway else ()
-        self.ip(guest, batch=["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
-                             for text in addresses] + ["link set %s up" % peer])
+        self.fw_answers(["link set %s up" % peer],
+                        ["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
+                         for text in addresses], role=guest)
 
     def bridge_up(self, bridge):
         """Bring dom0's ``bridge`` up (xcp-networkd's step after the bridge and its ports exist)."""
         self.up_at[bridge] = time.time()  # before: the agent may bind before `ip` has exited
         self.ip("dom0", "link", "set", bridge, "up")
+
+    # A scenario setting: seconds from the firewall's VIF coming up to the firewall answering
+    # on it (its addresses configured), as a guest needs seconds after netfront connects.
+    fw_answer_delay = 0.0
+
+    def fw_answers(self, link_up, addresses, role="fw"):
+        """Bring the firewall's end up; its ``addresses`` at once (before the link, in one batch,
+        with no fw_answer_delay) or fw_answer_delay seconds later, from a timer thread."""
+        if self.fw_answer_delay <= 0 or not addresses:
+            self.ip(role, batch=addresses + link_up)
+            return
+        self.ip(role, batch=link_up)
+
+        def configure():
+            try:
+                self.fw_answering_from = time.monotonic()  # benches measure from here
+                self.ip(role, batch=addresses)
+            except TopologyError as exc:  # the VM stopped (or the lab ended) meanwhile
+                log.info("firewall addresses not added after the delay: %s", exc)
+        timer = threading.Timer(self.fw_answer_delay, configure)
+        timer.daemon = True
+        timer.start()
 
     def vm_stopped(self, domid, bridge, device=0):
         """The VM stopped: destroy its VIF, then the bridge once no port is left (xapi

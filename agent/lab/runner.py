@@ -25,6 +25,8 @@ import textwrap
 import threading
 import time
 
+import attr
+
 from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
@@ -139,6 +141,10 @@ def build_parser():
     p.add_argument("--bridge", choices=("linux", "ovs"),
                    help="dom0's bridges: Linux bridges, or Open vSwitch (userspace datapath) as on "
                         "dom0 (default: $SSPN_BRIDGE, else linux)")
+    p.add_argument("--fw-answer-delay", type=float, default=0.0, metavar="S",
+                   help="the firewall answers S seconds after its VIF comes up (namespaces only)")
+    p.add_argument("--storage-service-delay", type=float, default=0.0, metavar="S",
+                   help="storage's service answers S seconds after its network (namespaces only)")
     return p
 
 
@@ -187,6 +193,8 @@ def main(argv=None):
         return 2
     if plan is None:
         return code
+    plan = attr.evolve(plan, fw_answer_delay=args.fw_answer_delay,
+                       storage_service_delay=args.storage_service_delay)
     forced = args.in_memory or os.environ.get(FORCE_MEMORY_ENV) == "1"
     memory = forced or not netns_available()
     from agent.lab import bridges

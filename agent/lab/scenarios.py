@@ -64,6 +64,10 @@ class HostPlan(object):
     ping_target = attr.ib()
     autostart = attr.ib(converter=tuple)
     source = attr.ib(default="agent.toml.example")
+    # Realism settings (namespaces only): seconds from the firewall's VIF up to its addresses,
+    # and from the storage network answering to its service answering (PBD.plug succeeding).
+    fw_answer_delay = attr.ib(default=0.0)
+    storage_service_delay = attr.ib(default=0.0)
 
 
 def _fw_addresses(config):

@@ -129,7 +129,12 @@ def test_late_storage_is_plugged_only_after_it_answers(capsys):
     agent = [e for e in run["timeline"] if e["source"] == "agent" and e["kind"] == "effect"]
     silent = [e for e in agent if e["what"].startswith("probe sr:") and e["result"] == "no answer"]
     plugged = [e for e in agent if e["what"] == "PBD.plug sr:%s" % SR and e["result"] == "ok"]
-    assert len(silent) >= scenarios.SILENT_PROBES and all(e["time"] < back for e in silent)
+    # A storage round waits for its answer until the next round is due (core.Agent.probe), so
+    # the round under way when storage returns may still end unanswered just after; none ends
+    # so after the first answer.
+    answered = [e["time"] for e in agent if e["what"].startswith("probe sr:") and e["result"] == "answered"]
+    assert len([e for e in silent if e["time"] < back]) >= scenarios.SILENT_PROBES
+    assert answered and all(e["time"] <= answered[0] for e in silent)
     assert plugged and plugged[0]["time"] > back
     assert run["summary"]["storage_back_to_plugged"] > 0
 

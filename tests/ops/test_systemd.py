@@ -21,6 +21,7 @@ import time
 import pytest
 
 from agent import events as ev
+from agent import schedule
 from agent.adapters.memory import MemoryNet, MemoryProber, MemoryXapi
 from agent.config import load_config
 from agent.notify import Notifier
@@ -213,8 +214,10 @@ def test_agent_run_speaks_the_service_protocol(workdir, listener):
         assert [f for f in ready if f.startswith("STATUS=")] in (["STATUS=BOOTING"],
                                                                  ["STATUS=DEGRADED"])
         wait_until(lambda: listener.count("WATCHDOG=1") >= 3, 20, message="three WATCHDOG=1")
-        # XAPI never answers: the retry budget is spent and the new state is announced.
-        wait_until(lambda: "DEGRADED" in listener.statuses(), 20, message="STATUS=DEGRADED")
+        # XAPI never answers: after the watcher's fast window (agent/schedule.py FAST_WINDOW,
+        # one XapiLost per outage) the retry budget is spent and the new state is announced.
+        wait_until(lambda: "DEGRADED" in listener.statuses(), schedule.FAST_WINDOW + 30,
+                   message="STATUS=DEGRADED")
 
         with open(config, "a") as handle:
             handle.write("\n[timing\n")  # a TOML syntax error

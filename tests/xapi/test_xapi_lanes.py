@@ -57,8 +57,9 @@ def test_a_held_plug_delays_neither_host_enable_nor_vm_start_nor_publishing(sim,
     vm = world.vms[0]
     adapter.request(w.EnableHost(world.host.ref))
     adapter.request(w.PublishState(world.host.ref, {"sspn-agent-state": "MAINTENANCE"}))
-    adapter.request(w.StartVm(vm.ref, vm.name_label))
     assert _done(recorder, w.EnableHost, "host.enable").ok
+    # the agent asks for the firewall only once the host is enabled (VM.start has its own lane)
+    adapter.request(w.StartVm(vm.ref, vm.name_label))
     assert _done(recorder, w.PublishState, "publish").ok
     assert _done(recorder, w.StartVm, "VM.start").ok
     assert held.inflight == 1 and not held.release.is_set()

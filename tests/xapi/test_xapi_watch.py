@@ -70,6 +70,20 @@ def test_toolstack_restart_loses_then_reconnects_with_a_full_world(sim, connecte
     recorder.wait_kind("vm_changed", vm__power_state="Running")
 
 
+def test_a_short_outage_is_retried_quietly_and_fast(sim, connected):
+    """While XAPI is away for less than the fast window, the watcher tries every 50 ms
+    (agent/schedule.py) but tells the machine once: one XapiLost per outage, then XapiConnected."""
+    _, recorder, _world = connected
+    calls = []
+    dispatch = sim.dispatch
+    sim.dispatch = lambda method, params, ctx=None: (calls.append(method), dispatch(method, params, ctx))[1]
+    sim.toolstack_restart(1.0)
+    recorder.wait_kind("xapi_lost")
+    recorder.wait_kind("xapi_connected")
+    assert [e.kind for e in recorder.seen].count("xapi_lost") == 1
+    assert "session.login_with_password" in calls or "pool.get_all" in calls
+
+
 def test_session_invalidated_during_event_from_resumes(sim, connected):
     """Sessions destroyed while event.from blocks: the client re-logs in, the adapter resyncs
     (XapiConnected again) and keeps following."""
@@ -156,14 +170,19 @@ def test_actions_queued_behind_a_timed_out_call_fail_unsent(sim, start_adapter):
     assert list(done[1].error) == ["XAPI unreachable: " + done[0].error[0]]
 
 
-def test_missing_socket_posts_xapi_lost_and_fails_actions(scratch_dir, sim, start_adapter):
-    """With no socket at the configured path the watcher posts XapiLost per attempt (naming the
-    path) and keeps retrying; queued actions fail promptly instead of waiting."""
+def test_missing_socket_posts_xapi_lost_and_fails_actions(scratch_dir, sim, start_adapter, monkeypatch):
+    """With no socket at the configured path the watcher posts XapiLost (naming the path) when
+    the outage begins, retries quietly for the fast window (agent/schedule.py), then posts
+    XapiLost per attempt of its backoff; queued actions fail promptly instead of waiting."""
+    import functools
+    from agent.adapters import xapi as xapi_adapter
+    monkeypatch.setattr(xapi_adapter, "ReconnectSchedule",
+                        functools.partial(xapi_adapter.ReconnectSchedule, fast_window=0.3))
     path = os.path.join(scratch_dir, "xapi")
     adapter, recorder = start_adapter(make_config(socket=path))
     first = recorder.wait_kind("xapi_lost")
     assert first.error == "no socket at %s (is xapi running?)" % path
-    recorder.wait_kind("xapi_lost")  # a second attempt, after a backoff
+    recorder.wait_kind("xapi_lost")  # an attempt of the backoff, after the fast window
     adapter.request(w.ListAutostart())
     done = recorder.wait_kind("action_done")
     assert done.ok is False and path in done.error[0]
