@@ -701,7 +701,9 @@ def evacuated(lab):
 
 def autostart_race(lab):
     """xapi-autostart-vms runs while the agent autostarts (VM.start takes 1 s): nothing is started
-    twice; a VM.start the other holds is waited for (OTHER_OPERATION_IN_PROGRESS in the trace)."""
+    twice. A VM.start meeting the other's start waits inside xapi, then answers
+    VM_BAD_POWER_STATE ("not needed"); OTHER_OPERATION_IN_PROGRESS, should xapi give up waiting,
+    is waited for too (the timeline counts such waits)."""
     lab.sim.set_setting("vm_start_seconds", 1.0)
     lab.start_agent()
     lab.wait_status(lambda s: s.get("state") == "WAITING_VM", "the agent waiting for the firewall")
