@@ -56,7 +56,8 @@ TRANSITIONS = (
     {"trigger": "config_reloaded", "source": STATE_NAMES, "dest": "BOOTING"},
     # failure
     {"trigger": "budget_spent",
-     "source": ("BOOTING", "MAINTENANCE", "BINDING", "ROUTED", "SR_PROBING"), "dest": "DEGRADED"},
+     "source": ("BOOTING", "MAINTENANCE", "WAITING_VM", "BINDING", "ROUTED", "SR_PROBING"),
+     "dest": "DEGRADED"},
 )
 
 PROGRESS_TRIGGERS = ("xapi_answered", "maintenance_ended", "bridge_appeared", "addresses_bound",

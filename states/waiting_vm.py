@@ -16,7 +16,7 @@ from agent.world import StartVm
 
 NAME = "WAITING_VM"
 WAITS_FOR = "the bridge of every binding's network to exist in the kernel"
-REASONS = ()
+REASONS = ("vm:*",)
 
 
 def work(ctx, event):
@@ -29,7 +29,23 @@ def work(ctx, event):
         return "bridge_appeared"
     if owes_uplinks(ctx):
         start_uplinks(ctx)
+        if spent_uplinks(ctx):
+            return "budget_spent"
     return None
+
+
+def spent_uplinks(ctx):
+    """Name every uplink VM whose VM.start spent its retry budget as a DEGRADED reason
+    (``vm:<label>``); it keeps being asked at the capped backoff. True when there is one."""
+    spent = False
+    for binding in ctx.config.bindings:
+        for name in binding.vms:
+            retry = ctx.retries["vm:" + name]
+            if retry.spent:
+                spent = True
+                ctx.set_reason("vm:" + name, "VM.start failed %d times: %s; asking again every "
+                               "backoff_cap s" % (retry.failures, retry.last_error))
+    return spent
 
 
 def reply(ctx, event):
@@ -42,6 +58,7 @@ def reply(ctx, event):
     key = "vm:" + name
     if event.ok:
         ctx.retries[key].succeeded()
+        ctx.clear_reason(key)
         ctx.effect("VM.start %s" % name, "ok")
         return
     error = " ".join(str(e) for e in event.error)

@@ -15,6 +15,7 @@ EXPECTED = {
     ("MAINTENANCE", "budget_spent"): ["DEGRADED"],
     ("WAITING_VM", "bridge_appeared"): ["BINDING"],
     ("WAITING_VM", "host_disabled"): ["MAINTENANCE"],
+    ("WAITING_VM", "budget_spent"): ["DEGRADED"],
     ("BINDING", "addresses_bound"): ["ROUTED"],
     ("BINDING", "host_disabled"): ["MAINTENANCE"],
     ("BINDING", "uplink_lost"): ["WAITING_VM"],

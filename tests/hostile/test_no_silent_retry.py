@@ -39,3 +39,21 @@ def test_a_failing_publish_to_xapi_is_traced():
     world.settle_until("HEALTHY")
     failed = [e for e in _all_records(world) if e["what"] == "publish_state"]
     assert failed and not failed[0]["ok"] and "HOST_OFFLINE" in failed[0]["result"]
+
+
+def test_a_failing_uplink_start_spends_its_budget_leads_to_degraded_and_recovers():
+    """After a lock-out fix the firewall's VM.start keeps failing: each failure is traced, the
+    budget leads to DEGRADED with reason vm:pfsense (no bounce back to WAITING_VM), and once a
+    start works the host ends HEALTHY."""
+    world = MemWorld(vm_running=False, host_enabled=False)
+    real = world.xapi._do_start_vm
+    world.xapi._do_start_vm = lambda action: (False, ["NO_HOSTS_AVAILABLE"], None)
+    world.settle_until("DEGRADED")
+    assert "vm:pfsense" in world.agent.reasons
+    assert "NO_HOSTS_AVAILABLE" in world.agent.reasons["vm:pfsense"]
+    failed = [e for e in _all_records(world) if e["what"] == "VM.start pfsense" and not e["ok"]]
+    assert len(failed) >= world.config.timing.retry_budget
+    assert [t for t in world.report.transitions if t["to"] == "DEGRADED"][-1]["from"] == "WAITING_VM"
+    world.xapi._do_start_vm = real                # the host can run it again
+    world.settle_until("HEALTHY")
+    assert "vm:pfsense" not in world.agent.reasons
