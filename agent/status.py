@@ -233,8 +233,8 @@ def _render(status, running, now=None):
         head += "\n  NOT RUNNING: last known state, written %s" % _stamp(status.get("updated", since))
     lines.append(head)
     lines.append("  meaning: %s" % status.get("meaning", ""))
-    for key, text in sorted(status.get("reasons", {}).items()):
-        lines.append("  reason %s: %s" % (key, text))
+    for key, why in sorted(status.get("reasons", {}).items()):
+        lines.append("  reason %s: %s" % (key, why))
     for b in status.get("blockers", []):
         lines.append("  waiting: %s" % b)
     xapi = status.get("xapi", {})

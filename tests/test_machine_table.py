@@ -125,7 +125,7 @@ def test_the_pictures_split_by_trigger_kind():
     assert diagram.failure_states() == ["DEGRADED"]
     for source, row in diagram.edges("up"):
         assert row["trigger"] in m.PROGRESS_TRIGGERS and "DEGRADED" not in (source, row["dest"])
-    for source, row in diagram.edges("drift"):
+    for _source, row in diagram.edges("drift"):
         assert row["trigger"] in m.DRIFT_TRIGGERS + m.CONTROL_TRIGGERS and row["dest"] != "DEGRADED"
     for source, row in diagram.edges("failure"):
         assert "DEGRADED" in (source, row["dest"])
