@@ -15,7 +15,7 @@ MAX_CONFIG_BYTES = 1 << 20  # agent.toml.example is 5 KB; a bigger file is a mis
 
 
 def _error(message, path):
-    from agent.config import ConfigError  # agent.config imports this module
+    from agent.config.model import ConfigError  # model imports this module
     return ConfigError(message, path=str(path))
 
 
