@@ -1,4 +1,4 @@
-"""agent/config.py: the example loads, every bad file gets one ConfigError naming key and line."""
+"""agent/config/: the example loads, every bad file gets one ConfigError naming key and line."""
 
 import datetime
 import ipaddress
