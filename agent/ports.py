@@ -81,7 +81,7 @@ class Xapi(abc.ABC):
 
     @abc.abstractmethod
     def request(self, action):
-        """Queue an action (agent.world.EnableHost, StartVm, PlugPbd, ...); its ActionDone is posted."""
+        """Queue an action (agent.decision.world.EnableHost, StartVm, PlugPbd, ...); its ActionDone is posted."""
 
     @abc.abstractmethod
     def stop(self):

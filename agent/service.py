@@ -18,14 +18,14 @@ import struct
 import time
 
 from agent import config as cfgmod
-from agent import events as ev
-from agent import metrics
-from agent import safefile, snapshot
-from agent import status as status_mod
+from agent.decision import events as ev
+from agent.report import metrics
+from agent.report import safefile, snapshot
+from agent.report import status as status_mod
 from agent.adapters.files import STATUS_RETRY, FileReport
-from agent.core import Agent
+from agent.decision.core import Agent
 from agent.idle_gc import IdleCollector
-from agent.notify import Notifier
+from agent.report.notify import Notifier
 from agent.ports import Clock
 
 log = logging.getLogger("sspn-agent")

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent import logsetup, status, text, trace  # noqa: E402
+from agent.report import logsetup, status, text, trace  # noqa: E402
 from agent.adapters.files import FileReport  # noqa: E402
 
 

@@ -22,7 +22,7 @@ by forking `ip` (as vif-ip-binder did). Needs root.
 
   --other-binding-halted: the same rows with a second [[binding]] ("sspn-b", its firewall VM
      "opnsense" halted all along): the agent stays in WAITING_VM and binding "sspn" must be
-     served on its own, as fast (agent/keeper.py).
+     served on its own, as fast (agent/decision/keeper.py).
 
     python bench/kernel_latency.py [--runs 200] [--json] [--agent-only] [--other-binding-halted]
     python bench/kernel_latency.py [--runs 200] [--json] [--agent-only] [--bridge linux|ovs|both]

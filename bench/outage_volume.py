@@ -6,7 +6,7 @@ server never answers. The clock jumps from deadline to deadline, so a simulated 
 seconds. Counted per simulated day: journal lines (records of the agent's logger at INFO and
 above: what journald gets), and trace records and bytes (each record as FileReport writes it:
 one JSON line). ``--unsummarised`` replays the same week with every repeat logged and traced,
-as before agent/repeats.py, for comparison.
+as before agent/report/repeats.py, for comparison.
 
     python bench/outage_volume.py [--days 7] [--unsummarised]
 """
@@ -79,7 +79,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
     parser.add_argument("--unsummarised", action="store_true",
-                        help="log and trace every repeat (the behaviour before agent/repeats.py)")
+                        help="log and trace every repeat (the behaviour before agent/report/repeats.py)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     result = simulate(args.days, summarised=not args.unsummarised)

@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agent import config as cfgmod  # noqa: E402
-from agent import events as ev  # noqa: E402
+from agent.decision import events as ev  # noqa: E402
 from agent.adapters.xapi import XapiAdapter  # noqa: E402
 from stats import summary  # noqa: E402
 from agent.lab.harness import private_dir  # noqa: E402

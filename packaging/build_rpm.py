@@ -2,7 +2,7 @@
 
 Takes dist/sspn-agent.pyz and dist/sspn-agent.service (`agent bundle`), the man page and bash
 completion from inside that archive (agent/share/, so the RPM ships exactly what the bundle
-does), the /usr/bin/agent wrapper from agent/install.py and agent.toml.example, fills in
+does), the /usr/bin/agent wrapper from agent/tools/install.py and agent.toml.example, fills in
 packaging/sspn-agent.spec.in and runs rpmbuild. The payload is gzip-compressed and the file
 digests SHA-256, which dom0's rpm 4.11 (CentOS 7 userland) reads.
 
@@ -21,7 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from agent import __version__, install  # noqa: E402
+from agent import __version__  # noqa: E402
+
+from agent.tools import install
 
 NAME = "sspn-agent"
 DEFINES = {

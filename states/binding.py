@@ -1,6 +1,6 @@
 """BINDING: every binding's addresses on its bridge and the /32 (/128) management mirrors.
 
-The work itself is the per-binding keeper's (agent/keeper.py): each address is ensured through
+The work itself is the per-binding keeper's (agent/decision/keeper.py): each address is ensured through
 the Net port, which reads it back; nothing is ever removed; each binding backs off on its own.
 The mirror keeps XAPI's console and performance links working (docs/bindings.md); a missing
 management bridge only costs the mirror. This state judges the host's progress: once every
@@ -8,8 +8,8 @@ address is present, ROUTED; once a binding (or the mirror) spent its retry budge
 with reason "bind".
 """
 
-from agent import desired, keeper
-from agent.facts import interface_text
+from agent.decision import desired, keeper
+from agent.decision.facts import interface_text
 from agent.ports import NetError
 
 NAME = "BINDING"

@@ -5,7 +5,7 @@ attempts against the retry budget. The management mirror needs only the kernel, 
 put in place at once: XAPI keeps generating working console links while we wait.
 """
 
-from agent import events as ev
+from agent.decision import events as ev
 from states import binding
 
 NAME = "BOOTING"

@@ -15,9 +15,9 @@ what it means and the fix, and is asked again every backoff_cap seconds. Other f
 off and spend the budget. See docs/xapi-fidelity.md.
 """
 
-from agent import events as ev
-from agent import guards
-from agent.world import EnableHost
+from agent.decision import events as ev
+from agent.decision import guards
+from agent.decision.world import EnableHost
 
 NAME = "MAINTENANCE"
 WAITS_FOR = "host.enable to succeed (or the fix to stop applying)"

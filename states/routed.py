@@ -1,6 +1,6 @@
 """ROUTED: the default route of each family via the preferred binding, then every gateway verified.
 
-The routes are the per-binding keeper's (agent/keeper.py): replaced in the main table
+The routes are the per-binding keeper's (agent/decision/keeper.py): replaced in the main table
 (idempotent) and read back; the kernel drops a v4 default route silently when its address goes,
 which the loop sees as route_lost. Every configured gateway whose bridge exists is probed on its
 own every probe_interval until it answers; one silent for the retry budget is named (reason
@@ -9,7 +9,7 @@ to the next preferred binding. The host goes on once each route's gateway has an
 its budget and at least one answered; when none answers, DEGRADED (probes continue).
 """
 
-from agent import desired, keeper
+from agent.decision import desired, keeper
 
 NAME = "ROUTED"
 WAITS_FOR = "the default route(s) installed and every gateway answering ICMP echo"

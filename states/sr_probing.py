@@ -10,10 +10,10 @@ waits the VM's start_delay (docs/xapi-behaviour.md §6), so no second delay is a
 
 import attr
 
-from agent import desired
-from agent import events as ev
+from agent.decision import desired
+from agent.decision import events as ev
 from agent.ports import UNSENT
-from agent.world import ListAutostart, PlugPbd, StartVm
+from agent.decision.world import ListAutostart, PlugPbd, StartVm
 from states import waiting_vm
 
 NAME = "SR_PROBING"

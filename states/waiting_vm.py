@@ -10,9 +10,9 @@ fixed again and owed its uplink VMs again (MAINTENANCE resets ``uplinks_seen``).
 client starting the VM (OTHER_OPERATION_IN_PROGRESS) is waited for, never doubled.
 """
 
-from agent import desired
-from agent import events as ev
-from agent.world import StartVm
+from agent.decision import desired
+from agent.decision import events as ev
+from agent.decision.world import StartVm
 
 NAME = "WAITING_VM"
 WAITS_FOR = "the bridge of every binding's network to exist in the kernel"
@@ -22,7 +22,7 @@ REASONS = ("vm:*",)
 def work(ctx, event):
     """Leave when every binding's bridge exists; start the uplink VM after a host fix."""
     facts = ctx.facts
-    # The bindings whose bridge exists are served meanwhile (agent/keeper.py); a gone bridge's
+    # The bindings whose bridge exists are served meanwhile (agent/decision/keeper.py); a gone bridge's
     # backoff and gateway verdicts are dropped there, per binding.
     reply(ctx, event)
     if facts.world is not None and not desired.missing_bridges(ctx.config, facts):

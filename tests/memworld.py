@@ -7,8 +7,8 @@ import random
 
 from agent import config as cfgmod
 from agent.adapters.memory import ManualClock, MemoryNet, MemoryProber, MemoryReport, MemoryXapi
-from agent.core import Agent
-from agent.events import KernelResynced
+from agent.decision.core import Agent
+from agent.decision.events import KernelResynced
 
 SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 MGMT = "xenbr0"

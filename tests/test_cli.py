@@ -125,7 +125,7 @@ EXAMPLE_TEXT = open(os.path.join(ROOT, "agent.toml.example")).read()
 ])
 def test_quick_files_scan_answers_only_for_plain_forms(tmp_path, text, expected):
     """The bounded [files] scan agrees with TOML on the plain forms and gives up on the rest."""
-    from agent import cli
+    from agent.tools import cli
     path = tmp_path / "agent.toml"
     path.write_text(text)
     assert cli.scan_files_table(str(path)) == expected
@@ -134,7 +134,9 @@ def test_quick_files_scan_answers_only_for_plain_forms(tmp_path, text, expected)
 
 def test_quick_scan_agrees_with_the_config_loader():
     """On agent.toml.example the scan and the real loader name the same status and trace."""
-    from agent import cli, config, trace
+    from agent.tools import cli
+    from agent import config
+    from agent.report import trace
     cfg = config.load_config(os.path.join(ROOT, "agent.toml.example"))
     found = cli.scan_files_table(os.path.join(ROOT, "agent.toml.example"))
     assert (found["status"], found["trace"]) == (cfg.files.status, cfg.files.trace)
@@ -177,7 +179,7 @@ def test_trace_filters_transitions_and_since(tmp_path):
 
 def test_parse_since_forms():
     """Relative spans, a clock time today and ISO dates."""
-    from agent.cli import parse_since
+    from agent.tools.cli import parse_since
     now = 1.7e9
     assert parse_since("2h", now) == now - 7200
     assert parse_since("30min", now) == now - 1800
@@ -190,7 +192,7 @@ def test_parse_since_forms():
 def test_every_option_has_help():
     """Every option and argument of every subcommand carries a help text."""
     import argparse
-    from agent import cli
+    from agent.tools import cli
     def walk(parser, path):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -205,7 +207,7 @@ def test_every_option_has_help():
 
 def test_dom0_parser_leaves_out_checkout_commands():
     """From the bundle, --help lists neither `bundle` nor `diagram`."""
-    from agent import cli
+    from agent.tools import cli
     text = cli.build_parser(on_dom0=True).format_help()
     assert " bundle " not in text and " diagram " not in text and " status " in text
     assert " diagram " in cli.build_parser(on_dom0=False).format_help()
@@ -259,7 +261,7 @@ def test_import_legacy_prints_valid_toml_and_drops_the_password(tmp_path):
 
 
 def _strip_comments(text):
-    from agent.legacy import strip_json_comments
+    from agent.tools.legacy import strip_json_comments
     return strip_json_comments(text)
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from agent import status, trace
+from agent.report import status, trace
 
 
 def test_a_torn_trace_line_is_skipped_and_the_next_run_starts_a_new_line(tmp_path):

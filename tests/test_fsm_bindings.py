@@ -4,9 +4,9 @@ The in-memory world with two bindings (make_two): network "sspn" on xapi1 (pfsen
 and "sspn-b" on xapi2 (fwb1, fwb2), both families, both able to carry each default route.
 """
 
-from agent import snapshot
-from agent.status import render
-from agent.world import PublishState
+from agent.report import snapshot
+from agent.report.status import render
+from agent.decision.world import PublishState
 from memworld import BRIDGE, BRIDGE_B, MGMT, MemWorld, make_config, make_two
 
 A_ADDR = [(BRIDGE, "192.0.2.2/24"), (BRIDGE, "2001:db8:1::2/64")]

@@ -3,7 +3,7 @@ refused host.enable, maintenance evacuating the firewall, xapi-autostart-vms rac
 unknown SRs. Unit tier: the real machine on the in-memory world."""
 
 import states
-from agent.world import EnableHost, StartVm
+from agent.decision.world import EnableHost, StartVm
 from memworld import SR, MemWorld
 
 
@@ -153,7 +153,7 @@ def test_a_bridge_that_outlives_the_halted_event_changes_nothing_until_it_goes()
     decides on the kernel's bridge, not on the event's order; a reboot that keeps the bridge
     (only the VIF swapped) is no drift at all."""
     import attr
-    from agent import events as ev
+    from agent.decision import events as ev
     from memworld import BRIDGE
     w = MemWorld()
     w.settle_until("HEALTHY")

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agent import events as ev
-from agent import machine as m
-from agent import desired
-from agent.schedule import FIRST_STEP
-from agent.world import EnableHost
+from agent.decision import events as ev
+from agent.decision import machine as m
+from agent.decision import desired
+from agent.decision.schedule import FIRST_STEP
+from agent.decision.world import EnableHost
 from memworld import BRIDGE, BRIDGE_B, FOREIGN, FOREIGN_ON_BRIDGE, MGMT, SR, MemWorld, make_two
 
 POLICIES = ("when-locked-out", "always", "never")
@@ -191,7 +191,7 @@ class AgentInAHostileWorld(RuleBasedStateMachine):
 
     @invariant()
     def probes_come_fast_only_right_after_a_change(self):
-        # Probe rounds follow agent/schedule.py: never closer than FIRST_STEP, and between
+        # Probe rounds follow agent/decision/schedule.py: never closer than FIRST_STEP, and between
         # two restarts of the schedule (a route installed, a gateway resolved) at most the
         # few fast steps below the retry floor; after them, rounds back off like retries.
         sched = self.world.agent.schedule

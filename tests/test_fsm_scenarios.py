@@ -1,8 +1,8 @@
 """The machine's behaviour in whole scenarios, on the in-memory world (unit tier)."""
 
 import states
-from agent import events as ev
-from agent.world import EnableHost, KernelView, PlugPbd, PublishState, RaiseMessage, StartVm, diff_views
+from agent.decision import events as ev
+from agent.decision.world import EnableHost, KernelView, PlugPbd, PublishState, RaiseMessage, StartVm, diff_views
 from memworld import BRIDGE, FOREIGN, MGMT, SR, MemWorld, make_config
 
 

@@ -1,4 +1,4 @@
-"""agent/legacy.py: vif-ip-binder JSON (with its /* */ comments) becomes a valid agent.toml."""
+"""agent/tools/legacy.py: vif-ip-binder JSON (with its /* */ comments) becomes a valid agent.toml."""
 
 import ipaddress
 import json
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
-from agent.legacy import import_legacy, load_legacy, strip_json_comments
+from agent.tools.legacy import import_legacy, load_legacy, strip_json_comments
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                       "vif-ip-binder.json.sample")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from agent import machine as m
-from agent.events import TimerFired
-from agent.core import MachineBug
+from agent.decision import machine as m
+from agent.decision.events import TimerFired
+from agent.decision.core import MachineBug
 from memworld import MemWorld
 
 # The expected table, written out by hand as the spec of docs/machine.md: (state, trigger) -> dests.
@@ -64,7 +64,7 @@ def test_every_state_is_reachable_and_left():
 
 def test_guards_named_in_the_table_exist():
     """Every guard the table uses is declared and implemented."""
-    from agent import guards
+    from agent.decision import guards
     used = set(g for r in m.rows() for g in r["conditions"] + r["unless"])
     assert used == set(m.GUARDS)
     for name in used:
@@ -92,7 +92,7 @@ def test_agent_is_importable_without_io_libraries():
     """The machine module imports no I/O library (transitions only when a machine is built)."""
     import subprocess
     import sys
-    code = ("import sys, agent.machine, agent.status, agent.cli;"
+    code = ("import sys, agent.decision.machine, agent.report.status, agent.tools.cli;"
             "bad=[m for m in ('pyroute2','icmplib','XenAPI','transitions') if m in sys.modules];"
             "print(','.join(bad))")
     out = subprocess.check_output([sys.executable, "-c", code], cwd=_root()).decode().strip()
@@ -104,7 +104,7 @@ def _table_edges():
 
 
 def _picture_edges(names):
-    from agent import diagram
+    from agent.tools import diagram
     out = []
     for name in names:
         for source, row in diagram.edges(name):
@@ -115,13 +115,13 @@ def _picture_edges(names):
 
 def test_every_edge_is_in_exactly_one_picture():
     """The way up, drift and failure pictures together draw the whole table, no edge twice."""
-    from agent import diagram
+    from agent.tools import diagram
     assert _picture_edges([p[0] for p in diagram.PICTURES]) == _table_edges()
 
 
 def test_the_pictures_split_by_trigger_kind():
     """Up holds only progress edges clear of DEGRADED; failure only edges touching DEGRADED."""
-    from agent import diagram
+    from agent.tools import diagram
     assert diagram.failure_states() == ["DEGRADED"]
     for source, row in diagram.edges("up"):
         assert row["trigger"] in m.PROGRESS_TRIGGERS and "DEGRADED" not in (source, row["dest"])
@@ -135,7 +135,7 @@ def test_the_pictures_split_by_trigger_kind():
 
 def test_the_way_up_reaches_healthy_from_the_initial_state():
     """Following only the way-up picture, HEALTHY is reachable from BOOTING."""
-    from agent import diagram
+    from agent.tools import diagram
     seen, todo = set(), [m.INITIAL]
     while todo:
         state = todo.pop()
@@ -146,7 +146,7 @@ def test_the_way_up_reaches_healthy_from_the_initial_state():
 
 def test_a_new_row_lands_in_a_picture_without_code_changes(monkeypatch):
     """The pictures derive from the table: an added drift row is drawn on the next `agent diagram`."""
-    from agent import diagram
+    from agent.tools import diagram
     row = {"trigger": "route_lost", "source": "ROUTED", "dest": "BINDING"}
     monkeypatch.setattr(m, "TRANSITIONS", m.TRANSITIONS + (row,))
     assert "  ROUTED --> BINDING: route_lost" in diagram.mermaid("drift").splitlines()
@@ -156,7 +156,7 @@ def test_a_new_row_lands_in_a_picture_without_code_changes(monkeypatch):
 @pytest.mark.parametrize("name", ["machine.mmd", "up.mmd", "drift.mmd", "failure.mmd"])
 def test_each_mermaid_file_declares_what_it_draws(name):
     """Every edge of each .mmd joins declared states, so code hosts render it as stateDiagram-v2."""
-    from agent import diagram
+    from agent.tools import diagram
     text = diagram.generated()[name]
     lines = text.splitlines()
     assert lines[0] == "stateDiagram-v2" and lines[1].startswith("  direction ")
@@ -170,7 +170,7 @@ def test_each_mermaid_file_declares_what_it_draws(name):
 
 def test_the_markdown_embeds_each_picture_and_the_stale_check_covers_every_file(tmp_path):
     """README.md carries the three pictures as mermaid blocks; a missing or edited file is stale."""
-    from agent import diagram
+    from agent.tools import diagram
     page = diagram.markdown()
     for name, title, direction, _ in diagram.PICTURES:
         assert "## %s" % title in page and diagram.mermaid(name, direction).rstrip() in page

@@ -1,10 +1,10 @@
-"""agent/schedule.py: probe rounds short-then-growing, restarted by a change; XAPI reconnects
+"""agent/decision/schedule.py: probe rounds short-then-growing, restarted by a change; XAPI reconnects
 fast right after a loss, then backing off; and the Agent's use of both."""
 
 import random
 
-from agent import events as ev
-from agent.schedule import FAST_PERIOD, FAST_WINDOW, FIRST_STEP, ProbeSchedule, ReconnectSchedule
+from agent.decision import events as ev
+from agent.decision.schedule import FAST_PERIOD, FAST_WINDOW, FIRST_STEP, ProbeSchedule, ReconnectSchedule
 from memworld import SR, MemWorld
 
 

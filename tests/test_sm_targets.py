@@ -1,11 +1,11 @@
-"""Storage probe targets from a PBD's device_config: the ports SM connects to (agent/sm_targets.py)."""
+"""Storage probe targets from a PBD's device_config: the ports SM connects to (agent/decision/sm_targets.py)."""
 
 import pytest
 
 from agent import config as cfgmod
-from agent import desired
-from agent.sm_targets import split_target, targets_for
-from agent.world import PbdView
+from agent.decision import desired
+from agent.decision.sm_targets import split_target, targets_for
+from agent.decision.world import PbdView
 
 UUID = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 BINDING = '[[binding]]\nnetwork = "sspn"\nvms = ["pfsense"]\naddresses = ["192.0.2.2/24"]\n'

@@ -1,6 +1,6 @@
 """Report adapter: the status file (atomic) and the trace (JSON lines), on the local disk.
 
-Both are written through agent/safefile.py (no link followed, random O_EXCL temp names, fixed
+Both are written through agent/report/safefile.py (no link followed, random O_EXCL temp names, fixed
 modes). A status write that fails (/run full or read-only) is not dropped: ``failing`` makes
 the service wake every STATUS_RETRY seconds to try again, the journal says so once per streak
 and again when it works; ``updated`` lets `agent status` tell a stale file from a live one.
@@ -10,10 +10,10 @@ import glob
 import os
 import time
 
-from agent import status as status_file
-from agent import text
+from agent.report import status as status_file
+from agent.report import text
 from agent.ports import Report
-from agent.trace import TraceFile
+from agent.report.trace import TraceFile
 
 STATUS_RETRY = 5.0
 

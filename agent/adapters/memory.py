@@ -11,9 +11,9 @@ import ipaddress
 
 import attr
 
-from agent import events as ev
+from agent.decision import events as ev
 from agent.ports import UNSENT, Clock, Net, NetError, Prober, Report, Xapi
-from agent.world import BindingView, HostView, KernelView, PbdView, VmView, XapiWorld, diff_views
+from agent.decision.world import BindingView, HostView, KernelView, PbdView, VmView, XapiWorld, diff_views
 
 
 class ManualClock(Clock):
@@ -358,7 +358,7 @@ class MemoryProber(Prober):
 
     def answers(self, target):
         """True when ``target`` would answer now."""
-        from agent.sm_targets import split_target
+        from agent.decision.sm_targets import split_target
         host, port = split_target(target)
         if port is not None and target in self.services_down:
             return False

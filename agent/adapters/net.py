@@ -21,7 +21,7 @@ import attr
 from agent.adapters import rtnl
 from agent.adapters import rtnl_msg as msg
 from agent.ports import Net, NetError
-from agent.world import KernelView
+from agent.decision.world import KernelView
 
 RTA_PRIORITY = 6  # linux/rtnetlink.h: the route's metric
 

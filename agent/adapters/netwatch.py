@@ -30,7 +30,7 @@ import threading
 
 from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import RtnlNet
-from agent.events import CarrierUp, KernelNotified, KernelResynced, NeighbourChanged
+from agent.decision.events import CarrierUp, KernelNotified, KernelResynced, NeighbourChanged
 from agent.ports import NetWatcher
 
 log = logging.getLogger(__name__)

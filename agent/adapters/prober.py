@@ -1,7 +1,7 @@
 """Prober: one echo (or TCP connect) per target, all targets at once, one ProbeDone per round.
 
 A target ``host:port`` (``[v6]:port``) is a TCP connect to a storage service
-(agent/adapters/tcp_probe.py; the ports come from agent/sm_targets.py); any other target is an
+(agent/adapters/tcp_probe.py; the ports come from agent/decision/sm_targets.py); any other target is an
 ICMP echo, a host name being resolved when the round runs.
 
 Why the low-level icmplib API (ICMPv4Socket / ICMPv6Socket + ICMPRequest) and not ``ping()``:
@@ -26,9 +26,9 @@ import time
 import attr
 
 from agent.adapters.tcp_probe import REFUSED, UNRESOLVED, connect_target, resolve_first  # noqa: F401
-from agent.events import ProbeDone
+from agent.decision.events import ProbeDone
 from agent.ports import Prober
-from agent.sm_targets import is_address, split_target
+from agent.decision.sm_targets import is_address, split_target
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from agent.adapters.xapi_transport import (LOCAL_USER, XapiConnection, describe_
 from agent.adapters.xapi_lanes import STOP, Answered, Lane, await_task
 from agent.adapters.xapi_world import (LOCAL_DB, GarbageReply, ResyncNeeded, events_of,
                                        list_autostart, read_world)
-from agent.events import ActionDone, XapiConnected, XapiLost
+from agent.decision.events import ActionDone, XapiConnected, XapiLost
 from agent.ports import UNSENT, Xapi
-from agent.schedule import ReconnectSchedule
-from agent import world as w
-from agent import text
+from agent.decision.schedule import ReconnectSchedule
+from agent.decision import world as w
+from agent.report import text
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ class Lane(object):
         self.queue.put(item)
 
     def _work(self):
-        from agent.events import ActionDone
+        from agent.decision.events import ActionDone
         conn = self._connect(self.name)
         try:
             try:

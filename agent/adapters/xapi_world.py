@@ -20,8 +20,8 @@ import os
 import re
 import xml.etree.ElementTree as ElementTree
 
-from agent.events import HostChanged, PbdChanged, VmChanged
-from agent.world import BindingView, HostView, PbdView, VmView, XapiWorld
+from agent.decision.events import HostChanged, PbdChanged, VmChanged
+from agent.decision.world import BindingView, HostView, PbdView, VmView, XapiWorld
 
 log = logging.getLogger(__name__)
 

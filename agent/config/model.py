@@ -142,7 +142,7 @@ class ManagementConfig(object):
 @attr.s(frozen=True, slots=True)
 class SrConfig(object):
     """A network SR to re-plug; ``probe`` empty means the PBD's device_config server; in
-    ``probe_mode`` "tcp" the service ports are probed (``probe_ports``, else agent/sm_targets.py),
+    ``probe_mode`` "tcp" the service ports are probed (``probe_ports``, else agent/decision/sm_targets.py),
     in "icmp" the hosts are pinged."""
 
     uuid = attr.ib(converter=lambda u: u.lower())
@@ -179,7 +179,7 @@ class FilesConfig(object):
     status = attr.ib(default="/run/sspn-agent/status.json")
     trace = attr.ib(default="/var/log/sspn-agent/trace.jsonl")
     trace_max_bytes = attr.ib(default=1048576)
-    metrics = attr.ib(default="")  # Prometheus text file (agent/metrics.py); empty: off
+    metrics = attr.ib(default="")  # Prometheus text file (agent/report/metrics.py); empty: off
 
 
 @attr.s(frozen=True, slots=True)

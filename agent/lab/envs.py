@@ -39,7 +39,7 @@ def _missing(config, bridge_of, addresses, routes):
     out = ["%s on %s" % (iface, ifname) for ifname, iface in want if (ifname, iface) not in have]
     for family in (4, 6):
         # several bindings may carry a family's default route: one of them must (the preferred
-        # one whose bridge exists, see agent/keeper.py)
+        # one whose bridge exists, see agent/decision/keeper.py)
         carriers = [(family, gateway, bridge_of[config.bindings[index].network])
                     for index, gateway in config.route_candidates(family)]
         if carriers and not any(c in have_routes for c in carriers):

@@ -176,7 +176,7 @@ class Host(object):
 
     def trace(self):
         """The agent's trace records."""
-        from agent import trace
+        from agent.report import trace
         return trace.read(os.path.join(self.dir, "trace.jsonl"))
 
     def wait_state(self, state, deadline=30.0, after=None):

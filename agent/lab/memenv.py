@@ -41,7 +41,7 @@ class _MemoryWatcher(object):
 
     def start(self, post):
         """Post the model's full view, then every change of it, through ``post``."""
-        from agent.events import KernelResynced
+        from agent.decision.events import KernelResynced
         with self.net._lock:  # subscribe, then read: nothing falls in between
             self.net.set_post(post)
             post(KernelResynced(self.net.read_view()))
@@ -60,8 +60,8 @@ class _ModelProber(object):
     def probe(self, key, targets, timeout):
         """Post the model's answer for every target at once (a ``host:port`` storage target:
         its host's, the model's services being up with it)."""
-        from agent.events import ProbeDone
-        from agent.sm_targets import split_target
+        from agent.decision.events import ProbeDone
+        from agent.decision.sm_targets import split_target
         self.post(ProbeDone(key, dict((str(t), self.reachable(split_target(str(t))[0]))
                                       for t in targets)))
 
@@ -192,7 +192,7 @@ class MemoryEnv(_Env):
         """A stop request, as the SIGTERM handler posts it; check the model kept its networking."""
         if self.thread is None:
             return None
-        from agent.events import StopRequested
+        from agent.decision.events import StopRequested
         if self.service.agent is not None:
             self.service.agent.post(StopRequested("SIGTERM"))
         self.thread.join(STOP_TIMEOUT)
@@ -205,7 +205,7 @@ class MemoryEnv(_Env):
         """Stop the agent's thread if it still runs, the simulator, the log capture."""
         import logging
         if self.thread is not None and self.thread.is_alive() and self.service.agent is not None:
-            from agent.events import StopRequested
+            from agent.decision.events import StopRequested
             self.service.agent.post(StopRequested("lab cleanup"))
             self.thread.join(STOP_TIMEOUT)
         self.sim.stop()

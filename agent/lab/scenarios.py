@@ -16,8 +16,8 @@ import time
 import attr
 
 from agent import config as cfgmod
-from agent import status as statusmod
-from agent import trace as tracemod
+from agent.report import status as statusmod
+from agent.report import trace as tracemod
 from agent.lab import netns, timeline
 from agent.lab.xapi import load_scenario
 from agent.lab.xapi.scenario import parse_scenario

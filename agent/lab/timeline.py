@@ -1,6 +1,6 @@
 """The lab's timeline: the agent's trace merged with the lab's own actions, rendered and summed up.
 
-Agent records come from the trace file (agent/trace.py: transitions ``{from, to, trigger, cause,
+Agent records come from the trace file (agent/report/trace.py: transitions ``{from, to, trigger, cause,
 effects, time}`` and effects ``{type: "effect", what, result, state, time}``); the lab's own
 records (``lab_event``) are what the lab injected (source "lab") or what the simulated XAPI did
 on its own (source "sim", e.g. a VM power hook making the bridge). Every entry carries ``t``:

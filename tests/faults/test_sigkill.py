@@ -46,7 +46,7 @@ import time
 
 import pytest
 
-from agent import trace
+from agent.report import trace
 from agent.lab.harness import FIREWALL, Host
 from tests.faults import invariants as inv
 from tests.waiting import wait_until

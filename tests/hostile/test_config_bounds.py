@@ -137,11 +137,11 @@ def test_arbitrary_lines_give_a_config_or_one_error_line(lines, where):
 
 def test_the_journal_cannot_be_flooded():
     """Whatever a valid config lets happen, the log handler passes a burst, then a rate, and
-    says how many lines it dropped (agent/logsetup.py RateLimit)."""
+    says how many lines it dropped (agent/report/logsetup.py RateLimit)."""
     import io
     import logging
 
-    from agent import logsetup
+    from agent.report import logsetup
     now = [0.0]
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -1,6 +1,6 @@
 """Files the root daemon writes, one instance, honest status, install (docs/hostile.md).
 
-Unit level against the real file code (agent/safefile.py, trace, status, FileReport,
+Unit level against the real file code (agent/report/safefile.py, trace, status, FileReport,
 service.take_lock) on the real file system; the lab test drives the same through a running
 agent. Each plant is checked for its outcome and for what must not change (the victim file).
 """
@@ -15,7 +15,8 @@ import time
 import pytest
 
 from agent import config as cfgmod
-from agent import install, safefile, status, trace
+from agent.tools import install
+from agent.report import safefile, status, trace
 from agent.adapters.files import FileReport
 from agent.service import AlreadyRunning, release_lock, take_lock
 from tests.hostile.conftest import ROOT, read

@@ -13,7 +13,9 @@ import unicodedata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import cli, safefile, status, trace
+from agent.tools import cli
+
+from agent.report import safefile, status, trace
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),

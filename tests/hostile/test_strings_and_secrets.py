@@ -1,6 +1,6 @@
 """Strings from XAPI are data, credentials never leave the process (docs/hostile.md).
 
-Unit level: agent/text.py is the one place both rules live; these tests drive it with
+Unit level: agent/report/text.py is the one place both rules live; these tests drive it with
 hypothesis and then check each sink applies it: events' describe(), the trace writer and
 renderer, the status writer and renderer, the log formatter.
 """
@@ -13,9 +13,9 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import events as ev
-from agent import logsetup, status, text, trace
-from agent.world import PbdView, VmView
+from agent.decision import events as ev
+from agent.report import logsetup, status, text, trace
+from agent.decision.world import PbdView, VmView
 from tests.hostile.conftest import read
 
 SECRET = "hunter2-S3CRET"
@@ -106,7 +106,7 @@ def test_xapi_publish_and_message_bodies_are_cleaned():
     """What the XAPI adapter sends for PublishState / RaiseMessage (the sink of core.publish
     and core.alert) goes through text.clean: checked on the recorded calls."""
     from agent.adapters.xapi import XapiAdapter
-    from agent.world import PublishState, RaiseMessage
+    from agent.decision.world import PublishState, RaiseMessage
     calls = []
 
     class Conn(object):

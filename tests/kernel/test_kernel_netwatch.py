@@ -15,9 +15,9 @@ import pytest
 
 from agent.adapters.net import RtnlNet
 from agent.adapters.netwatch import NetlinkWatcher
-from agent.events import (AddressAdded, AddressRemoved, KernelNotified, KernelResynced,
+from agent.decision.events import (AddressAdded, AddressRemoved, KernelNotified, KernelResynced,
                           LinkAppeared, LinkGone, RouteAdded, RouteRemoved)
-from agent.world import KernelView, diff_views
+from agent.decision.world import KernelView, diff_views
 from tests.waiting import wait_until
 
 pytestmark = [

@@ -3,9 +3,9 @@
 import subprocess
 import sys
 
-from agent.events import (AddressAdded, AddressRemoved, LinkAppeared, LinkGone, RouteAdded,
+from agent.decision.events import (AddressAdded, AddressRemoved, LinkAppeared, LinkGone, RouteAdded,
                           RouteRemoved)
-from agent.world import KernelView, diff_views
+from agent.decision.world import KernelView, diff_views
 
 
 def test_diff_of_equal_views_is_empty():
@@ -47,7 +47,7 @@ def test_the_agent_does_not_import_pyroute2():
     tests' and the bench's independent reader."""
     code = ("import sys\n"
             "import agent.adapters.net, agent.adapters.netwatch, agent.adapters.rtnl, agent.lab.netns\n"
-            "import agent.service, agent.check\n"
+            "import agent.service, agent.tools.check\n"
             "sys.exit(1 if 'pyroute2' in sys.modules else 0)\n")
     root = __file__.rsplit("/tests/", 1)[0]
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root,

@@ -12,7 +12,7 @@ import pytest
 from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import RtnlNet
 from agent.adapters.netwatch import NetlinkWatcher
-from agent.events import CarrierUp, KernelResynced, NeighbourChanged
+from agent.decision.events import CarrierUp, KernelResynced, NeighbourChanged
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root]

@@ -16,7 +16,7 @@ import pytest
 
 from agent.adapters import rtnl, rtnl_msg
 from agent.adapters.net import IFF_UP, RtnlNet
-from agent.world import KernelView
+from agent.decision.world import KernelView
 
 pytestmark = [
     pytest.mark.root,

@@ -47,7 +47,7 @@ needs_py36 = pytest.mark.skipif(PY36 is None, reason="pyenv's Python 3.6.15 is n
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The bundle, built once per session: {"pyz", "unit", "sha256", "bytes", "wheels", "compiled"}."""
-    from agent import bundle
+    from agent.tools import bundle
     out = str(tmp_path_factory.mktemp("bundle"))
     try:
         return bundle.build(out, python=PY36)

@@ -16,7 +16,9 @@ import zipfile
 
 import pytest
 
-from agent import __version__, bundle
+from agent import __version__
+
+from agent.tools import bundle
 from tests.ops.conftest import EXAMPLE, PY36, ROOT, needs_py36, netns_available
 
 pytestmark = pytest.mark.bundle
@@ -49,7 +51,7 @@ def test_bundle_holds_the_floor_set_and_our_packages(built):
     with zipfile.ZipFile(built["pyz"]) as archive:
         names = archive.namelist()
         main = archive.read("__main__.py").decode("utf-8")
-    for required in ("agent/cli.py", "states/__init__.py", "agent/agent.toml.example",
+    for required in ("agent/tools/cli.py", "states/__init__.py", "agent/agent.toml.example",
                      "agent/lab/systemd/sspn-agent.service", "agent/lab/xapi/datamodel.txt",
                      "agent/lab/hosts/default.toml", "XenAPI/__init__.py"):
         assert required in names, required
@@ -57,8 +59,8 @@ def test_bundle_holds_the_floor_set_and_our_packages(built):
     assert not [n for n in names if n.endswith((".pyo", ".so")) or "__pycache__" in n]
     assert not [n for n in names if n.endswith(".pyc") and n[:-1] not in names]
     if PY36 is not None:
-        assert built["compiled"] > 100 and "agent/cli.pyc" in names and "states/healthy.pyc" in names
-    assert "from agent.cli import main" in main
+        assert built["compiled"] > 100 and "agent/tools/cli.pyc" in names and "states/healthy.pyc" in names
+    assert "from agent.tools.cli import main" in main
     with open(built["pyz"], "rb") as handle:
         assert handle.readline() == b"#!/usr/bin/python3\n"
     assert os.stat(built["pyz"]).st_mode & stat.S_IXUSR
@@ -100,7 +102,7 @@ def test_bundle_runs_on_bare_python36(built):
 def test_every_runtime_module_imports_from_the_bundle_on_python36(built):
     """The service's adapters and all their libraries import from the archive alone."""
     code, out = run36("-c", in_bundle(built["pyz"], (
-        "import agent.service, agent.check, agent.install, agent.adapters.net\n"
+        "import agent.service, agent.tools.check, agent.tools.install, agent.adapters.net\n"
         "import agent.adapters.netwatch, agent.adapters.prober, agent.adapters.xapi\n"
         "import agent.lab.runner, agent.lab.xapi\n"
         "import icmplib, XenAPI, transitions, attr, tomli\n"
@@ -129,15 +131,15 @@ print(checked)
 USES_BYTECODE = """
 import sys
 main = __import__("zipfile").ZipFile(sys.argv[1]).read("__main__.py").decode("utf-8")
-exec(main.split("from agent.cli import main")[0], {"__name__": "bundle_main"})
+exec(main.split("from agent.tools.cli import main")[0], {"__name__": "bundle_main"})
 sys.path.insert(0, sys.argv[1])
 import builtins
 compiled = []
 real = builtins.compile
 builtins.compile = lambda *a, **k: (str(a[1]).endswith(".py") and compiled.append(a[1])) or real(*a, **k)
-import agent.cli, agent.status, agent.config
+import agent.tools.cli, agent.report.status, agent.config
 builtins.compile = real
-print(agent.cli.__file__, len(compiled))
+print(agent.tools.cli.__file__, len(compiled))
 """
 
 
@@ -149,16 +151,16 @@ def test_bytecode_matches_its_source_and_is_what_python36_runs(built, tmp_tree):
     code, out = run36("-c", CHECK_BYTECODE, built["pyz"])
     assert code == 0 and int(out) == built["compiled"], out
     code, out = run36("-c", USES_BYTECODE, built["pyz"])
-    assert code == 0 and out.split() == [os.path.join(built["pyz"], "agent", "cli.py"), "0"], out
+    assert code == 0 and out.split() == [os.path.join(built["pyz"], "agent", "tools", "cli.py"), "0"], out
 
     edited = os.path.join(tmp_tree, "edited.pyz")
     with zipfile.ZipFile(built["pyz"]) as src, zipfile.ZipFile(edited, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            if item.filename == "agent/status.py":
+            if item.filename == "agent/report/status.py":
                 data += b"\nEDITED = True\n"
             dst.writestr(item, data)
-    code, out = run36("-c", USES_BYTECODE.replace("print(", "assert agent.status.EDITED; print("),
+    code, out = run36("-c", USES_BYTECODE.replace("print(", "assert agent.report.status.EDITED; print("),
                       edited)
     assert code == 0 and out.split()[1] == "1", out
 
@@ -174,7 +176,7 @@ import builtins, sys, threading, zipfile
 archive, use_shim = sys.argv[1], sys.argv[2] == "1"
 if use_shim:
     main = zipfile.ZipFile(archive).read("__main__.py").decode("utf-8")
-    exec(main.split("from agent.cli import main")[0], {"__name__": "bundle_main"})
+    exec(main.split("from agent.tools.cli import main")[0], {"__name__": "bundle_main"})
 sys.path.insert(0, archive)
 builtins.sspn_started, builtins.sspn_go = threading.Event(), threading.Event()
 result = {}
@@ -223,8 +225,8 @@ def _mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-INSTALL = "from agent.install import main_install; sys.exit(main_install(sys.argv[1:]))"
-UNINSTALL = "from agent.install import main_uninstall; sys.exit(main_uninstall(sys.argv[1:]))"
+INSTALL = "from agent.tools.install import main_install; sys.exit(main_install(sys.argv[1:]))"
+UNINSTALL = "from agent.tools.install import main_uninstall; sys.exit(main_uninstall(sys.argv[1:]))"
 
 
 @needs_py36
@@ -286,7 +288,7 @@ def test_install_and_uninstall_into_a_temporary_root(built, tmp_tree):
 def test_install_leaves_a_foreign_agent_command_alone(tmp_tree, capsys):
     """A /usr/bin/agent that is not ours is kept (install says to use sspn-agent) and survives
     uninstall; our sspn-agent wrapper is written and removed."""
-    from agent import install
+    from agent.tools import install
     root = os.path.join(tmp_tree, "root")
     bindir = os.path.join(root, "usr", "bin")
     os.makedirs(bindir)
@@ -303,7 +305,7 @@ def test_install_leaves_a_foreign_agent_command_alone(tmp_tree, capsys):
 
 def test_install_from_a_checkout_needs_a_bundle(tmp_tree, capsys):
     """Run from a source checkout, install says to build the bundle first (exit 1, no traceback)."""
-    from agent.install import main_install
+    from agent.tools.install import main_install
     assert main_install(["--root", tmp_tree]) == 1
     err = capsys.readouterr().err
     assert "agent bundle" in err and "Traceback" not in err
@@ -312,7 +314,7 @@ def test_install_from_a_checkout_needs_a_bundle(tmp_tree, capsys):
 
 @needs_py36
 def test_ops_commands_through_the_bundle_cli(built, tmp_tree):
-    """Once agent/cli.py wires install/uninstall/check, they work as `sspn-agent.pyz COMMAND`."""
+    """Once agent/tools/cli.py wires install/uninstall/check, they work as `sspn-agent.pyz COMMAND`."""
     code, out = run36(built["pyz"], "--help")
     assert code == 0 and " install " in out and " check " in out, out
     assert " bundle " not in out and " diagram " not in out, out  # they need a checkout
@@ -365,14 +367,14 @@ def _tail(path, lines=15):
 
 
 def test_archive_main_compiles():
-    """The archive's __main__.py, kept as text in agent/bundle.py, is valid Python (3.6 in CI too)."""
+    """The archive's __main__.py, kept as text in agent/tools/bundle.py, is valid Python (3.6 in CI too)."""
     compile(bundle.MAIN_PY, "__main__.py", "exec")
 
 
 def test_install_and_uninstall_leave_an_rpm_installed_agent_to_yum(tmp_tree, monkeypatch):
     """When rpm says the program belongs to a package, install and uninstall (on /) refuse and
     name the yum command; nothing is touched."""
-    from agent import install
+    from agent.tools import install
     bindir = os.path.join(tmp_tree, "bin")
     os.mkdir(bindir)
     fake = os.path.join(bindir, "rpm")

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from agent import check
+from agent.tools import check
 from agent import config as cfgmod
 from agent.adapters.memory import MemoryNet
 from tests.ops.conftest import NETNS_REASON, NFS_SR, ROOT, example_config, netns_available
@@ -222,7 +222,7 @@ def test_config_writable_by_others_blocks(workdir):
 
 def _run_check_in(netns, config_path):
     """`agent check --config PATH` (main_check) inside ``netns``; (status, stdout)."""
-    code = "import sys; from agent.check import main_check; sys.exit(main_check(sys.argv[1:]))"
+    code = "import sys; from agent.tools.check import main_check; sys.exit(main_check(sys.argv[1:]))"
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONIOENCODING="utf-8")
     proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", code,
                              "--config", config_path], stdout=subprocess.PIPE,

@@ -5,9 +5,9 @@ import os
 import re
 import sys
 
-from agent import events as ev
-from agent import repeats
-from agent.world import EnableHost, PbdView, PlugPbd, StartVm
+from agent.decision import events as ev
+from agent.report import repeats
+from agent.decision.world import EnableHost, PbdView, PlugPbd, StartVm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from memworld import SR, MemWorld  # noqa: E402

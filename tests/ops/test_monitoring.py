@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from agent import metrics, notify
-from agent.world import RaiseMessage
+from agent.report import metrics, notify
+from agent.decision.world import RaiseMessage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from memworld import BRIDGE, SR, MemWorld  # noqa: E402
@@ -155,7 +155,7 @@ def test_the_service_writes_the_metrics_file_it_is_configured_with(workdir):
     from tests.ops.conftest import example_config
     from tests.ops.test_systemd import StaticWatcher
     from tests.waiting import wait_until
-    from agent import events as ev
+    from agent.decision import events as ev
 
     path = os.path.join(workdir, "sspn_agent.prom")
     config = load_config(example_config(workdir, replacements=[

@@ -20,11 +20,11 @@ import time
 
 import pytest
 
-from agent import events as ev
-from agent import schedule
+from agent.decision import events as ev
+from agent.decision import schedule
 from agent.adapters.memory import MemoryNet, MemoryProber, MemoryXapi
 from agent.config import load_config
-from agent.notify import Notifier
+from agent.report.notify import Notifier
 from agent.ports import NetWatcher
 from agent.service import Service
 from tests.ops.conftest import ROOT, example_config
@@ -214,7 +214,7 @@ def test_agent_run_speaks_the_service_protocol(workdir, listener):
         assert [f for f in ready if f.startswith("STATUS=")] in (["STATUS=BOOTING"],
                                                                  ["STATUS=DEGRADED"])
         wait_until(lambda: listener.count("WATCHDOG=1") >= 3, 20, message="three WATCHDOG=1")
-        # XAPI never answers: after the watcher's fast window (agent/schedule.py FAST_WINDOW,
+        # XAPI never answers: after the watcher's fast window (agent/decision/schedule.py FAST_WINDOW,
         # one XapiLost per outage) the retry budget is spent and the new state is announced.
         wait_until(lambda: "DEGRADED" in listener.statuses(), schedule.FAST_WINDOW + 30,
                    message="STATUS=DEGRADED")

@@ -1,6 +1,6 @@
 """The action worker: each requested action runs its XAPI calls and posts exactly one ActionDone."""
 
-from agent import world as w
+from agent.decision import world as w
 from tests.xapi.conftest import NFS_SR
 
 

@@ -2,7 +2,7 @@
 retrying with backoff, and connects once the master answers (real XenAPI client, simulator
 following xen-api api_server.ml / xapi.ml, see agent/lab/xapi/member.py)."""
 
-from agent import world as w
+from agent.decision import world as w
 
 
 def test_emergency_mode_is_named_and_ends_when_the_master_answers(sim, start_adapter):

@@ -4,7 +4,7 @@ storage reachability hook, as SM holds it while a half-answering NFS server stal
 
 import threading
 
-from agent import world as w
+from agent.decision import world as w
 from agent.adapters.xapi import lane_of
 from tests.xapi.conftest import NFS_SR
 

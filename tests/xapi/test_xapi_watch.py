@@ -4,7 +4,7 @@ import logging
 import os
 import threading
 
-from agent import world as w
+from agent.decision import world as w
 from tests.waiting import wait_until
 from tests.xapi.conftest import NFS_SR, make_config
 
@@ -72,7 +72,7 @@ def test_toolstack_restart_loses_then_reconnects_with_a_full_world(sim, connecte
 
 def test_a_short_outage_is_retried_quietly_and_fast(sim, connected):
     """While XAPI is away for less than the fast window, the watcher tries every 50 ms
-    (agent/schedule.py) but tells the machine once: one XapiLost per outage, then XapiConnected."""
+    (agent/decision/schedule.py) but tells the machine once: one XapiLost per outage, then XapiConnected."""
     _, recorder, _world = connected
     calls = []
     dispatch = sim.dispatch
@@ -172,7 +172,7 @@ def test_actions_queued_behind_a_timed_out_call_fail_unsent(sim, start_adapter):
 
 def test_missing_socket_posts_xapi_lost_and_fails_actions(scratch_dir, sim, start_adapter, monkeypatch):
     """With no socket at the configured path the watcher posts XapiLost (naming the path) when
-    the outage begins, retries quietly for the fast window (agent/schedule.py), then posts
+    the outage begins, retries quietly for the fast window (agent/decision/schedule.py), then posts
     XapiLost per attempt of its backoff; queued actions fail promptly instead of waiting."""
     import functools
     from agent.adapters import xapi as xapi_adapter

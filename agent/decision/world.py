@@ -112,7 +112,7 @@ def diff_views(before, after):
     then removed addresses (the kernel drops a v4 default route with its address, so the
     address is the cause), then removed routes, then what appeared.
     """
-    from agent import events as ev
+    from agent.decision import events as ev
     out = [ev.LinkGone(n) for n in sorted(before.links - after.links)]
     out += [ev.AddressRemoved(i, a) for i, a in sorted(before.addresses - after.addresses)]
     out += [ev.RouteRemoved(f, g, i) for f, g, i in sorted(before.routes - after.routes)]

@@ -249,7 +249,7 @@ def check_routes(config):
 
 
 def _check_srs(conn, config, watched):
-    from agent.desired import storage_targets
+    from agent.decision.desired import storage_targets
 
     srs = dict((uuid, ref) for ref, uuid in watched.sr_uuids.items())
     pbds = dict((view.sr_uuid, view) for view in watched.pbds.values())
@@ -301,7 +301,7 @@ def _probe_target(where, sr, pbd, targets):
     if not targets:
         return failed("%s: no storage target to probe (%s names no server)" % (where, source),
                       'add probe = ["<storage server IP>"] to this [[sr]]')
-    from agent.sm_targets import is_address, split_target
+    from agent.decision.sm_targets import is_address, split_target
     names = sorted(set(h for h, _port in map(split_target, targets) if not is_address(h)))
     if names:
         # resolved at each probe (agent/adapters/tcp_probe.py): SR_PROBING runs once dom0 is

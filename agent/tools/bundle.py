@@ -4,7 +4,7 @@ dom0 has Python 3.6 and often no internet. The bundle is built on a machine that
 has both: pip downloads pure-Python wheels for Python 3.6 (constraints: .ci/floors.txt without
 the test tools), they are unpacked next to our ``agent`` and ``states`` packages, and
 ``zipapp`` turns the directory into ``sspn-agent.pyz`` (``#!/usr/bin/python3``, entry point
-``agent.cli:main``). The unit file is copied beside it. Nothing is downloaded on the target.
+``agent.tools.cli:main``). The unit file is copied beside it. Nothing is downloaded on the target.
 
 Dependencies are resolved here, wheel by wheel (``pip download --no-deps``), with markers
 evaluated for dom0's Python 3.6 -- not by pip, which evaluates dependency markers for the
@@ -153,7 +153,7 @@ def _pep451_zip_imports():
 if sys.version_info < (3, 10):
     _pep451_zip_imports()
 
-from agent.cli import main  # noqa: E402
+from agent.tools.cli import main  # noqa: E402
 
 sys.exit(main())
 '''
@@ -515,8 +515,8 @@ def build(out_dir, constraints=None, find_links=None, root=None, log=None, pytho
             os.makedirs(out_dir)
         target = os.path.join(out_dir, PYZ_NAME)
         partial = target + ".part"
-        # Our own __main__.py rather than create_archive(main="agent.cli:main"): it first makes imports from
-        # the archive thread-safe on Python < 3.10 (MAIN_PY), then calls agent.cli:main.
+        # Our own __main__.py rather than create_archive(main="agent.tools.cli:main"): it first makes imports from
+        # the archive thread-safe on Python < 3.10 (MAIN_PY), then calls agent.tools.cli:main.
         with open(os.path.join(stage, "__main__.py"), "w") as handle:
             handle.write(MAIN_PY)
         options = dict(interpreter=INTERPRETER)

@@ -1,6 +1,6 @@
 """Logging: plain lines on a terminal; sd-daemon priority prefixes under systemd/journald.
 
-Every message goes through agent/text.py before it is written: a VM label with a newline or
+Every message goes through agent/report/text.py before it is written: a VM label with a newline or
 an ESC cannot forge journal lines or recolour a terminal, a 20,000-character label is
 shortened, a credential in an error text is redacted. A traceback (exc_info) is kept as is.
 """
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from agent import text
+from agent.report import text
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
@@ -48,10 +48,10 @@ class RateLimit(logging.Filter):
 
 
 class SafeFormatter(logging.Formatter):
-    """A Formatter whose message is one cleaned line (agent/text.py)."""
+    """A Formatter whose message is one cleaned line (agent/report/text.py)."""
 
     def formatMessage(self, record):  # noqa: N802 -- logging's name
-        """The message cleaned by agent/text.py, then formatted as usual."""
+        """The message cleaned by agent/report/text.py, then formatted as usual."""
         record.message = text.clean(record.message, MESSAGE_LIMIT)
         return logging.Formatter.formatMessage(self, record)
 

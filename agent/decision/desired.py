@@ -7,8 +7,8 @@ state steps both read them, so "what we want" is written down exactly once.
 import functools
 import ipaddress
 
-from agent import sm_targets
-from agent.facts import interface_text, mirror_of
+from agent.decision import sm_targets
+from agent.decision.facts import interface_text, mirror_of
 
 
 def wanted_addresses(config, facts, mgmt_bridge):
@@ -152,7 +152,7 @@ def missing_bridges(config, facts):
 
 
 def storage_targets(sr_config, pbd):
-    """Probe targets of an SR (agent/sm_targets.py): in probe_mode "tcp" the service ports SM
+    """Probe targets of an SR (agent/decision/sm_targets.py): in probe_mode "tcp" the service ports SM
     connects to ("host:port"), on the config's probe addresses or the PBD's servers (names kept
     as text, resolved at probe time); in "icmp" the bare hosts, to ping."""
     if pbd is None and not sr_config.probe:

@@ -2,10 +2,12 @@
 
 import os
 
-from agent import __version__, desired, keeper
-from agent import machine as m
-from agent.facts import interface_text
-from agent.status import boot_id
+from agent import __version__
+
+from agent.decision import desired, keeper
+from agent.decision import machine as m
+from agent.decision.facts import interface_text
+from agent.report.status import boot_id
 
 import states
 

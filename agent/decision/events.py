@@ -7,12 +7,12 @@ decision thread folds them into its facts and re-checks the world through the po
 
 import attr
 
-from agent import text
+from agent.report import text
 
 
 def redact(value):
     """repr-like text of ``value`` with every credential-named map entry (device_config's
-    password, chappassword, ...) replaced by REDACTED (agent/text.py); for describe()."""
+    password, chappassword, ...) replaced by REDACTED (agent/report/text.py); for describe()."""
     if isinstance(value, dict):
         return "{%s}" % ", ".join("%r: %s" % (k, "'%s'" % text.REDACTED if text.is_secret_key(k)
                                                else redact(v)) for k, v in value.items())
@@ -168,7 +168,7 @@ class PbdChanged(Event):
 class ActionDone(Event):
     """An XAPI action requested by the machine finished.
 
-    ``action`` is the request (an action from agent.world), ``ok`` whether it succeeded,
+    ``action`` is the request (an action from agent.decision.world), ``ok`` whether it succeeded,
     ``error`` the XAPI ErrorDescription list (or a transport error text as a one-element list)
     when it did not, ``value`` what the call returned (e.g. the VmViews of ListAutostart).
     """

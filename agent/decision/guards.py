@@ -1,9 +1,9 @@
 """Guards and drift predicates: pure functions of (config, facts[, management bridge]).
 
-The machine's guard names (agent.machine.GUARDS) and the drift triggers map onto these.
+The machine's guard names (agent.decision.machine.GUARDS) and the drift triggers map onto these.
 """
 
-from agent import desired
+from agent.decision import desired
 
 
 def needs_host_fix(config, facts):

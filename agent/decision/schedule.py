@@ -11,7 +11,7 @@ probe_interval. Only rounds made at the full interval count against a retry budg
 
 Reconnect. Right after XAPI goes away (a toolstack restart takes seconds), the watcher
 tries again every ``FAST_PERIOD`` for ``FAST_WINDOW`` seconds, then backs off from
-backoff_base to backoff_cap with jitter like any other retry (agent/timers.py). Only the
+backoff_base to backoff_cap with jitter like any other retry (agent/decision/timers.py). Only the
 first failure of an outage, and those of the slow phase, are worth a warning.
 
 Python 3.6 compatible; no I/O, the clock is passed in.
@@ -20,7 +20,7 @@ Python 3.6 compatible; no I/O, the clock is passed in.
 import random
 import time
 
-from agent.timers import Retry
+from agent.decision.timers import Retry
 
 FIRST_STEP = 0.1        # seconds from one probe round's start to the next, right after a change
 GROWTH = 2.0

@@ -9,9 +9,9 @@ not answered yet. Each binding backs off on its own (``retry:bind:<network>``,
 call the same functions and judge the host's progress from the result.
 """
 
-from agent import desired
-from agent import events as ev
-from agent.facts import interface_text, mirror_of
+from agent.decision import desired
+from agent.decision import events as ev
+from agent.decision.facts import interface_text, mirror_of
 from agent.ports import NetError
 
 MIRROR_KEY = "mirror"

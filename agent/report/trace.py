@@ -1,7 +1,7 @@
 """The transition journal: JSON lines, size-bounded (one rotated .1 file), read by `agent trace`.
 
-Written by the root daemon through agent/safefile.py (never through a link, mode 0640
-whatever the umask) with every string cleaned (agent/text.py: control and format characters
+Written by the root daemon through agent/report/safefile.py (never through a link, mode 0640
+whatever the umask) with every string cleaned (agent/report/text.py: control and format characters
 escaped, long strings shortened, credentials redacted). Read back by `agent trace`, which
 survives any content: a non-JSON line, a JSON value that is not a record, a huge file
 (``-n`` reads from the end, a bounded amount).
@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from agent import safefile, text
+from agent.report import safefile, text
 
 DEFAULT_PATH = "/var/log/sspn-agent/trace.jsonl"
 MODE = 0o640

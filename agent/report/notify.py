@@ -8,7 +8,7 @@ enters DEGRADED, one when it is HEALTHY again after that.
 import os
 import socket
 
-from agent.world import RaiseMessage
+from agent.decision.world import RaiseMessage
 
 DEGRADED = "SSPN_AGENT_DEGRADED"
 RECOVERED = "SSPN_AGENT_RECOVERED"

@@ -9,7 +9,7 @@ costs a few dozen lines a day (docs/performance.md, "Journal and trace while sto
 The trace keeps every failure of a run up to ``trace_first`` tries (the retry budget: the
 attempts that explain a DEGRADED), then only the summaries; the journal has the first failure,
 the summaries and the recovery. Core calls ``Repeats.note(entry, now)`` for each effect
-(agent/core.py ``effect``); the answer says what to trace and what to log. An effect is
+(agent/decision/core.py ``effect``); the answer says what to trace and what to log. An effect is
 identified by its ``what`` ("probe sr:... (...)", "PBD.plug sr:..."): the same step on the
 same target.
 """

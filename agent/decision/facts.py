@@ -9,7 +9,7 @@ import ipaddress
 
 import attr
 
-from agent.world import KernelView
+from agent.decision.world import KernelView
 
 
 class Facts(object):

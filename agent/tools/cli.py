@@ -91,7 +91,7 @@ def scan_files_table(path, limit=SCAN_LIMIT):
 
 def _status_paths(args):
     """(status path, trace path) from --file or the config's [files], else the defaults."""
-    from agent import status, trace
+    from agent.report import status, trace
     status_path, trace_path = status.DEFAULT_PATH, trace.DEFAULT_PATH
     config = getattr(args, "config", None)
     if not getattr(args, "file", None) and config and os.path.lexists(config):
@@ -106,12 +106,12 @@ def _status_paths(args):
 
 def cmd_status(args):
     """Render the status file; the exit status says the state: 0 HEALTHY, 1 working, 2 DEGRADED,
-    3 not running, 4 running but its file is stale or unreadable (agent/status.py)."""
-    from agent import status
+    3 not running, 4 running but its file is stale or unreadable (agent/report/status.py)."""
+    from agent.report import status
     path = args.file or _status_paths(args)[0]
     data, running, code, note = status.verdict(path)
     if args.json:
-        from agent import text
+        from agent.report import text
         out = text.clean_tree(dict(data or {}))
         out["running"] = running
         out["stale"] = code == status.EXIT_STALE
@@ -160,8 +160,8 @@ def parse_since(text, now=None):
 
 def cmd_trace(args):
     """Print the last N records (transitions, effects, summaries); exit 1 when there is no trace."""
-    from agent import trace
-    from agent import text
+    from agent.report import trace
+    from agent.report import text
     path = args.file or _status_paths(args)[1]
     if args.n < 0:
         print("agent trace: -n must be 0 (all) or more", file=sys.stderr)
@@ -191,7 +191,7 @@ def cmd_trace(args):
 
 def cmd_diagram(args):
     """Write docs/diagrams/ from the machine, or check that the committed files are current."""
-    from agent import diagram
+    from agent.tools import diagram
     if args.check:
         if not os.path.isfile(os.path.join(args.out, diagram.MERMAID)):
             print("agent diagram --check: %s holds no diagrams to compare; run it in the source "
@@ -226,7 +226,7 @@ def cmd_config_validate(args):
 def cmd_config_import_legacy(args):
     """Print the agent.toml equivalent of a vif-ip-binder JSON file; notes go to stderr."""
     from agent import config as cfgmod
-    from agent import legacy
+    from agent.tools import legacy
     try:
         toml_text, notes = legacy.load_legacy(args.file)
     except cfgmod.ConfigError as e:
@@ -240,7 +240,7 @@ def cmd_config_import_legacy(args):
 
 def cmd_run(args):
     """The service."""
-    from agent import logsetup
+    from agent.report import logsetup
     logsetup.setup(verbose=args.verbose)
     cfg = _load_config_or_exit(args.config)
     from agent.service import Service
@@ -255,11 +255,11 @@ def cmd_lab_xapi(args):
 
 # Commands whose modules parse their own arguments: `agent NAME ARGS...` -> module.function(ARGS)
 PASSTHROUGH = {
-    "check": ("agent.check", "main_check", "preflight against the live XAPI and kernel"),
-    "bundle": ("agent.bundle", "main_bundle", "build the self-contained zipapp for an offline dom0"),
-    "install": ("agent.install", "main_install", "lay out the program, the agent command, "
+    "check": ("agent.tools.check", "main_check", "preflight against the live XAPI and kernel"),
+    "bundle": ("agent.tools.bundle", "main_bundle", "build the self-contained zipapp for an offline dom0"),
+    "install": ("agent.tools.install", "main_install", "lay out the program, the agent command, "
                 "/etc/sspn-agent and the unit"),
-    "uninstall": ("agent.install", "main_uninstall", "remove the program, the command and the "
+    "uninstall": ("agent.tools.install", "main_uninstall", "remove the program, the command and the "
                   "unit, keep the config"),
 }
 # What needs a source checkout: hidden (and refused) when running from the bundle on dom0.

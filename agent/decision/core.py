@@ -12,17 +12,17 @@ import random
 import threading
 import time
 
-from agent import desired
-from agent import events as ev
-from agent import guards
-from agent import keeper
-from agent import machine as m
-from agent import notify
-from agent.facts import Facts
-from agent.repeats import Repeats
-from agent.schedule import ProbeSchedule
-from agent.timers import Retries, Timers
-from agent.world import PublishState, diff_views
+from agent.decision import desired
+from agent.decision import events as ev
+from agent.decision import guards
+from agent.decision import keeper
+from agent.decision import machine as m
+from agent.report import notify
+from agent.decision.facts import Facts
+from agent.report.repeats import Repeats
+from agent.decision.schedule import ProbeSchedule
+from agent.decision.timers import Retries, Timers
+from agent.decision.world import PublishState, diff_views
 
 import states
 
@@ -302,7 +302,7 @@ class Agent(object):
 
     def alert(self):
         """One XAPI message on entering DEGRADED, at most once per MESSAGE_INTERVAL; one
-        SSPN_AGENT_RECOVERED on reaching HEALTHY after it (agent/notify.py words both)."""
+        SSPN_AGENT_RECOVERED on reaching HEALTHY after it (agent/report/notify.py words both)."""
         host = self.facts.host
         now = self.clock.monotonic()
         if host is None or not self.facts.xapi_up:
@@ -324,7 +324,7 @@ class Agent(object):
         """Record an effect and its result: in the current transition, else on its own."""
         entry = {"what": what, "result": result, "ok": ok}
         entry.update(detail)
-        record, line = self.repeats.note(entry, self.clock.wall())  # repeats summarised: agent/repeats.py
+        record, line = self.repeats.note(entry, self.clock.wall())  # repeats summarised: agent/report/repeats.py
         if self._effects is not None:
             self._effects.append(entry)
         elif record is not None:
@@ -371,7 +371,7 @@ class Agent(object):
 
     def next_probe_in(self, key):
         """Seconds until the next round of ``key``, start to start, on the short-then-growing
-        schedule of agent/schedule.py (0.1, 0.2, 0.4 ... probe_interval after a change)."""
+        schedule of agent/decision/schedule.py (0.1, 0.2, 0.4 ... probe_interval after a change)."""
         started = self.probe_started.get(key, self.clock.monotonic())
         elapsed = self.clock.monotonic() - started
         step = self.schedule.step(key)

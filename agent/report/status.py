@@ -9,7 +9,7 @@ import os
 import struct
 import time
 
-from agent import safefile, text
+from agent.report import safefile, text
 
 DEFAULT_PATH = "/run/sspn-agent/status.json"
 EXIT_RUNNING = 0

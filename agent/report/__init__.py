@@ -1,0 +1,1 @@
+"""What reports the agent: status file, trace, journal, metrics, XAPI messages."""
