@@ -232,6 +232,7 @@ def write_config(plan, workdir, sim):
 
 # --- what a scenario drives ----------------------------------------------------------------------
 
+
 class Lab(object):
     """A scenario's handle on one run: the simulator, the environment (kernel side and agent),
     injected actions recorded for the timeline, and waits with deadlines on the agent's files."""
@@ -296,8 +297,11 @@ class Lab(object):
                  fault="agent start")
 
     def start_uplinks(self):
-        """Start the uplink VMs from outside XAPI's checks, as xapi-autostart-vms does at boot."""
+        """Start the halted uplink VMs from outside XAPI's checks, as xapi-autostart-vms does at
+        boot (it starts only halted VMs: one the simulator's own autostart started is left)."""
         for vm in self.plan.uplinks:
+            if self.sim.state()["vms"].get(vm, {}).get("power_state") == "Running":
+                continue
             self.act("start VM %s, as xapi-autostart-vms would" % vm,
                      lambda vm=vm: self.sim.vm_start(vm))
 

@@ -13,6 +13,8 @@ def cold_boot(lab):
                     "the agent waiting for the firewall VM (WAITING_VM)")
     lab.start_uplinks()
     lab.wait_healthy(lab.fault_at)
+
+
 def firewall_reboot(lab):
     """From HEALTHY, the firewall VM reboots (new domid, bridge and VIF re-created): HEALTHY again."""
     cold_boot(lab)
@@ -20,6 +22,8 @@ def firewall_reboot(lab):
     t = lab.act("reboot VM %s: Xen gives it a new domid; its bridge and VIF are destroyed and "
                 "re-created" % vm, lambda: lab.sim.vm_reboot(vm), fault="the reboot")
     lab.wait_healthy(t)
+
+
 def toolstack_restart(lab):
     """From HEALTHY, xe-toolstack-restart: XAPI away for 2 s, sessions gone; the agent reconnects
     and stays HEALTHY without repeating any effect."""
@@ -38,6 +42,8 @@ def toolstack_restart(lab):
     lab.note("repeated_effects", repeated)
     if repeated:
         lab.fail("the agent repeated effects after the toolstack restart: %s" % "; ".join(repeated))
+
+
 def late_storage(lab):
     """The storage server is off the network at boot; the agent probes until it answers and then
     plugs the SR within one probe interval, then autostarts."""
@@ -58,6 +64,8 @@ def late_storage(lab):
         lab.note("storage_back_to_plugged", round(plugged - t, 3))
         lab.note("storage_back_to_plugged_note", " (probe interval %.1f s, probe timeout %.1f s)"
                  % (lab.config.timing.probe_interval, lab.config.timing.probe_timeout))
+
+
 def maintenance_lockout(lab):
     """The host came up disabled (auto_enable left true) with the firewall halted: the agent
     enables the host, starts the firewall, binds, plugs, then autostarts in order."""
@@ -78,6 +86,8 @@ def maintenance_lockout(lab):
                                                                 ", ".join(lab.plan.autostart)))
     if not lab.sim.state()["host"]["enabled"]:
         lab.fail("the simulated host is still disabled")
+
+
 def flush(lab):
     """From HEALTHY, networkd-style: every address of the management bridge and of the uplink
     bridge and the default routes are flushed; the agent restores what its config names."""

@@ -26,18 +26,24 @@ gateway6 = "2001:db8:1::1"
 [[sr]]
 uuid = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 """
+
+
 def several_plan():
     """A host with two internal networks: "sspn" with a CARP pair (pfsense, pfsense-carp) and
     "sspn-b" with opnsense, each able to carry both default routes ("sspn" preferred)."""
     config = cfgmod.parse_config(SEVERAL, "two networks (built in)")
     plan = plan_for(attr.evolve(config, timing=LAB_TIMING), "two networks (built in)")
     return plan
+
+
 def plan_for_scenario(name, plan):
     """The plan a scenario runs on: one that needs several networks or VMs gets several_plan()
     unless the given plan (an operator's config) can run it."""
     if name in SEVERAL_SCENARIOS and name not in applicable(plan.config):
         return several_plan()
     return plan
+
+
 def applicable(config):
     """The several-networks scenarios ``config`` itself can run (`agent lab --config`)."""
     out = []
@@ -51,18 +57,26 @@ def applicable(config):
     if config.route.probe and config.route_candidates(4) and config.route_candidates(6):
         out.append("silent-gateway6")
     return out
+
+
 def _binding_status(lab, network):
     return next((b for b in (lab.status() or {}).get("bindings", []) if b["network"] == network), None)
+
+
 def _serves(lab, network):
     """True when the status shows ``network`` holding everything and the kernel agrees."""
     b = _binding_status(lab, network)
     return bool(b and b["bridge_exists"] and not b["missing"])
+
+
 def _start_all(lab):
     """Start every VM the config names (standby members of a CARP pair too)."""
     for binding in lab.config.bindings:
         for vm in binding.vms:
             if lab.sim.state()["vms"].get(vm, {}).get("power_state") != "Running":
                 lab.act("start VM %s" % vm, lambda vm=vm: lab.sim.vm_start(vm))
+
+
 def carp_failover(lab):
     """A CARP pair on one network: with both VMs running, each is stopped in turn; the bridge
     stays, and the binding's addresses and routes stay, with either VM down."""
@@ -80,6 +94,8 @@ def carp_failover(lab):
                         and not lab.env.kernel_missing(), "HEALTHY with %s down" % down)
         lab.healthy_time = lab.now()
         lab.note("carp_%s_down" % down, round(lab.healthy_time - t, 3))
+
+
 def one_firewall_down(lab):
     """Two networks, only the first one's firewall runs: the host waits (WAITING_VM) for the
     other, and meanwhile the first binding holds its addresses, mirrors and default routes."""
@@ -94,6 +110,8 @@ def one_firewall_down(lab):
     t = lab.act("start the other firewalls", lambda: [lab.sim.vm_start(b.vms[0])
                                                      for b in lab.config.bindings[1:]])
     lab.wait_healthy(t, kernel=True)
+
+
 def firewall_stops_later(lab):
     """From HEALTHY, the second network's firewall stops (WAITING_VM); then someone deletes the
     first binding's address and a management mirror: both come back without that firewall."""
@@ -117,10 +135,14 @@ def firewall_stops_later(lab):
     lab.note("repaired_in_waiting_vm", round(lab.now() - t, 3))
     lab.act("start VM %s again" % second.vms[0], lambda: lab.sim.vm_start(second.vms[0]))
     lab.wait_healthy(lab.fault_at, kernel=True)
+
+
 def _default_routes(lab):
     """{family: (gateway, ifname)} of dom0's default routes now."""
     _addresses, routes = lab.env.kernel_state()
     return dict((family, (gateway, ifname)) for family, gateway, ifname in routes)
+
+
 def route_failover(lab):
     """Both networks' firewalls run; the preferred network's firewalls stop: both default routes
     move to the other network (traced with the route they replaced); they start: back again."""
@@ -144,6 +166,8 @@ def route_failover(lab):
     lab.wait_for(lambda: _default_routes(lab) == home, "default routes back via %s" % first.network)
     lab.note("return", round(lab.now() - t, 3))
     lab.wait_healthy(t, kernel=True)
+
+
 def silent_gateway6(lab):
     """The firewalls answer ICMP on their IPv4 gateways only (the IPv6 gateway addresses are
     gone): each gateway is probed on its own, the host goes on over IPv4, and every IPv6 gateway
@@ -160,5 +184,7 @@ def silent_gateway6(lab):
     for _t, what, result, _ok in timeline.effects(lab.entries()):
         if what.startswith("probe gateway6") and result == "answered":
             lab.fail("the trace says %s answered" % what)
+
+
 SEVERAL_SCENARIOS = ("carp-failover", "one-firewall-down", "firewall-stops-later", "route-failover",
                      "silent-gateway6")
