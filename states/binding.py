@@ -52,21 +52,15 @@ def ensure_mirrors(ctx):
     keeper.keep_mirrors(ctx)
 
 
-def _spent(ctx):
-    """[(key, Retry)] of the address steps that spent their budget."""
-    keys = [keeper.bind_key(b) for b in ctx.config.bindings] + [keeper.MIRROR_KEY]
-    return [(k, ctx.retries[k]) for k in keys if ctx.retries[k].spent]
-
-
 def work(ctx, event):
     """Ensure every binding's addresses (and mirrors); addresses_bound once all are verified."""
     if ctx.facts.world is not None and not desired.missing_bridges(ctx.config, ctx.facts):
         ctx.facts.uplinks_seen = True  # the uplink VMs have run in this boot (see WAITING_VM)
     failed = keeper.keep_addresses(ctx)
-    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
+    spent = keeper.spent_now(ctx, [keeper.bind_key(b) for b in ctx.config.bindings]
+                             + [keeper.MIRROR_KEY], failed)
     if spent:
-        ctx.set_reason("bind", "addresses not bound: %s" % "; ".join(
-            "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))
+        ctx.set_reason("bind", "addresses not bound: %s" % spent)
         return "budget_spent"
     if desired.missing_addresses(ctx.config, ctx.facts, ctx.mgmt_bridge):
         return None  # a binding backs off after a failure; its timer brings us back

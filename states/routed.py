@@ -16,20 +16,13 @@ WAITS_FOR = "the default route(s) installed and every gateway answering ICMP ech
 REASONS = ("route", "gateway4", "gateway6")
 
 
-def _spent(ctx):
-    """[(key, Retry)] of the route steps that spent their budget."""
-    keys = [keeper.route_key(b) for b in ctx.config.bindings]
-    return [(k, ctx.retries[k]) for k in keys if ctx.retries[k].spent]
-
-
 def work(ctx, event):
     """Routes first; then wait until each route's gateway answered (or went silent)."""
     facts = ctx.facts
     failed = keeper.keep_routes(ctx)
-    spent = [(k, r) for k, r in _spent(ctx) if k in failed]  # spent by an attempt just now
+    spent = keeper.spent_now(ctx, [keeper.route_key(b) for b in ctx.config.bindings], failed)
     if spent:
-        ctx.set_reason("route", "default route not installed: %s" % "; ".join(
-            "%s after %d attempts: %s" % (k, r.failures, r.last_error) for k, r in spent))
+        ctx.set_reason("route", "default route not installed: %s" % spent)
         return "budget_spent"
     if desired.missing_routes(ctx.config, facts):
         return None  # backing off after a failure; the timer event brings us back

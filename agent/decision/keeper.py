@@ -90,6 +90,13 @@ def _all_present(ctx, wanted):
     return True
 
 
+def spent_now(ctx, keys, failed):
+    """"key after N attempts: error; ..." for the steps among ``keys`` whose attempt just now
+    (``failed``) spent their retry budget, or "" when none did (BINDING's and ROUTED's reason)."""
+    return "; ".join("%s after %d attempts: %s" % (k, ctx.retries[k].failures, ctx.retries[k].last_error)
+                     for k in keys if k in failed and ctx.retries[k].spent)
+
+
 def _attempt(ctx, key, wanted, ensure):
     """One attempt for retry ``key`` unless it is backing off; failures arm its own timer.
     True when an attempt failed now."""
