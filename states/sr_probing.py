@@ -73,6 +73,12 @@ def reply(ctx, event):
             # Never reached XAPI (the adapter knew it was down): not the SR's failure.
             ctx.effect("PBD.plug %s" % key, "not sent: %s" % " ".join(event.error), ok=False)
             ctx.arm("probe:" + key, ctx.next_probe_in(key))
+        elif pbd is not None and pbd.attached:
+            # The reply was lost (a toolstack restart cut the connection after SM attached the
+            # SR) but xapi's event already said attached: nothing failed that a retry would fix.
+            ctx.retries[key].succeeded()
+            ctx.clear_reason(key)
+            ctx.effect("PBD.plug %s" % key, "attached; its reply was lost (%s)" % " ".join(event.error))
         else:
             error = " ".join(event.error)
             delay = ctx.retries[key].failed(error)

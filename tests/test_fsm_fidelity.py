@@ -192,3 +192,16 @@ def test_a_pbd_unplugged_between_its_plug_and_the_reply_is_plugged_again():
     plugs = [c for c in w.xapi.calls if c[0].kind == "plug_pbd"]
     assert len(plugs) == 2 and w.xapi.pbd_attached[SR]
     assert any(e["result"] == "ok, but detached again since" for e in _effects(w))
+
+
+def test_a_plug_whose_reply_is_lost_after_xapi_attached_the_sr_is_not_a_failure():
+    """xe-toolstack-restart cuts the connection after SM attached the SR and xapi's event said
+    so: the lost reply spends nothing of the SR's budget, no second plug is sent, HEALTHY."""
+    w = MemWorld(start=False)
+    w.xapi.reply_lost_after_plug.add(SR)
+    w.boot()
+    w.settle_until("HEALTHY")
+    plugs = [c for c in w.xapi.calls if c[0].kind == "plug_pbd"]
+    assert len(plugs) == 1 and w.xapi.pbd_attached[SR]
+    assert w.agent.retries["sr:" + SR].failures == 0
+    assert any(e["result"].startswith("attached; its reply was lost") for e in _effects(w))

@@ -182,6 +182,8 @@ class MemoryXapi(Xapi):
         self.starting_elsewhere = set()  # VM names another client is starting right now
         self.lost_error = "connection refused"  # what XapiLost says while down
         self.unplug_after_plug = set()  # sr uuids unplugged right after their next plug
+        self.reply_lost_after_plug = set()  # sr uuids whose next plug attaches, but whose reply
+                                            # is lost (the connection cut by a toolstack restart)
 
     # --- world setup -------------------------------------------------------------------------
 
@@ -286,6 +288,9 @@ class MemoryXapi(Xapi):
         if uuid in self.unplug_after_plug:   # someone unplugs it before the reply is sent
             self.unplug_after_plug.discard(uuid)
             self.set_pbd(uuid, False)
+        if uuid in self.reply_lost_after_plug:
+            self.reply_lost_after_plug.discard(uuid)
+            return False, ["connection closed by xapi"], None
         return True, (), self.pbd_attached[uuid]
 
     def _do_list_autostart(self, action):

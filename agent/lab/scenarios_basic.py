@@ -28,6 +28,12 @@ def toolstack_restart(lab):
     """From HEALTHY, xe-toolstack-restart: XAPI away for 2 s, sessions gone; the agent reconnects
     and stays HEALTHY without repeating any effect."""
     cold_boot(lab)
+    # HEALTHY can come from xapi's PBD event before the plug's reply: restart once every plug
+    # has its answer, so what follows the restart is what the restart caused
+    srs = len(lab.config.srs)
+    lab.wait_entries(lambda entries: sum(
+        1 for _t, what, _result, ok in timeline.effects(entries)
+        if what.startswith("PBD.plug ") and ok) >= srs, "the answer to each PBD.plug")
     t = lab.act("xe-toolstack-restart: XAPI down for %.0f s (sessions gone, host disabled by "
                 "Xapi_fuse, re-enabled on start-up)" % TOOLSTACK_DOWN,
                 lambda: lab.sim.toolstack_restart(TOOLSTACK_DOWN), fault="the restart")
