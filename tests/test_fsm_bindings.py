@@ -183,3 +183,45 @@ def test_single_binding_route_form_is_unchanged():
     w = MemWorld(config=make_config())
     w.settle_until("HEALTHY")
     assert _holds(w, A_ROUTES)
+
+
+def test_a_gateway_that_falls_silent_after_healthy_moves_the_route_and_gets_it_back():
+    """From HEALTHY, A's v4 gateway stops answering (its firewall still runs): the slow recheck
+    notices, gateway4 is named once its budget is spent, the v4 route moves to B; v6 stays on A.
+    A answers again: the route returns, the problem goes."""
+    from agent.decision import keeper
+    w = MemWorld(config=make_two())
+    w.settle_until("HEALTHY")
+    assert keeper.RECHECK_TIMER in w.agent.timers.pending()
+    w.prober.reachable.discard("192.0.2.1")
+    w.clock.now = w.agent.timers.deadline(keeper.RECHECK_TIMER)   # quiet until the recheck
+    w.settle(max_time=600)
+    assert (4, "100.64.0.1", BRIDGE_B) in w.net.routes and (6, "2001:db8:1::1", BRIDGE) in w.net.routes
+    assert "gateway4" in keeper.problems(w.agent) and "192.0.2.1" in keeper.problems(w.agent)["gateway4"]
+    moved = [e["what"] for e in _effects(w) if e["what"].startswith("default via 100.64.0.1")]
+    assert any("instead of default via 192.0.2.1 dev %s" % BRIDGE in m for m in moved), moved
+    w.prober.reachable.add("192.0.2.1")
+    w.settle(max_time=60)
+    assert (4, "192.0.2.1", BRIDGE) in w.net.routes and "gateway4" not in keeper.problems(w.agent)
+    assert w.agent.state == "HEALTHY"
+
+
+def test_an_answered_gateway_is_asked_again_only_on_the_recheck_or_a_failed_neighbour():
+    """HEALTHY and quiet: one gateway round per RECHECK_ROUNDS probe intervals; the kernel's neighbour entry
+    of a gateway turning invalid brings a round at once."""
+    from agent.decision import events as ev
+    from agent.decision import keeper
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    rounds = lambda: len([r for r in w.prober.rounds if r[0] == keeper.PROBE_KEY])  # noqa: E731
+    before = rounds()
+    for _ in range(4):
+        w.clock.now = w.agent.timers.deadline(keeper.RECHECK_TIMER)
+        w.agent.run_pending()
+    assert rounds() == before + 4
+    w.agent.post(ev.NeighbourChanged("192.0.2.1", 0, valid=False))
+    w.agent.run_pending()                                  # no clock advance
+    assert rounds() == before + 5
+    w.agent.post(ev.NeighbourChanged("198.51.100.99", 0, valid=False))   # not a gateway
+    w.agent.run_pending()
+    assert rounds() == before + 5

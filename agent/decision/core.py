@@ -413,7 +413,14 @@ class Agent(object):
         elif isinstance(event, ev.CarrierUp):
             if not self._carrier_up(event.ifname):
                 return
-        elif not event.valid or event.address.split("%")[0] not in self._gateway_texts():
+        elif event.address.split("%")[0] not in self._gateway_texts():
+            return
+        elif not event.valid:
+            # an answered gateway's link-layer address is gone (resolution failed, or the
+            # entry was flushed): ask it again now rather than at the next recheck
+            if any(v == "answered" and t[1] == event.address.split("%")[0]
+                   for t, v in self.facts.gateway_verdicts.items()):
+                keeper.recheck(self)
             return
         self.schedule.restart()
         for name in list(self.timers.pending()):

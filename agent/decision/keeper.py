@@ -4,9 +4,12 @@ The eight machine states describe the host; the kernel work is per binding (docs
 After every event the decision thread runs ``keep``: for each binding whose bridge exists, its
 addresses; every management mirror; for each family, the default route of the most preferred
 binding whose bridge exists and whose gateway is not silent; and a probe of every gateway that has
-not answered yet. Each binding backs off on its own (``retry:bind:<network>``,
-``retry:route:<network>``), so one binding's failure never delays another. BINDING and ROUTED
-call the same functions and judge the host's progress from the result.
+not answered yet. A gateway that answered is asked again every RECHECK_ROUNDS probe intervals, and
+at once when the kernel's neighbour entry for it stops being valid: one that falls silent later is
+probed on the usual schedule, named, and its family's route fails over. Each binding backs off on
+its own (``retry:bind:<network>``, ``retry:route:<network>``), so one binding's failure never
+delays another. BINDING and ROUTED call the same functions and judge the host's progress from the
+result.
 """
 
 from agent.decision import desired
@@ -17,6 +20,10 @@ from agent.ports import NetError
 MIRROR_KEY = "mirror"
 PROBE_KEY = "gateway"
 PROBE_TIMER = "probe:gateway"
+RECHECK_TIMER = "recheck:gateway"
+# An answered gateway is asked again every RECHECK_ROUNDS probe intervals (30 s by default;
+# docs/bindings.md, "Every gateway is verified"): one echo per gateway each time.
+RECHECK_ROUNDS = 6
 
 
 def bind_key(binding):
@@ -166,7 +173,8 @@ def gateway_name(target):
 
 
 def keep_probes(ctx):
-    """Probe, each on its own, every gateway of an existing bridge that has not answered yet."""
+    """Probe, each on its own, every gateway of an existing bridge that has not answered yet;
+    when all have, keep the slow recheck armed."""
     facts = ctx.facts
     targets = desired.gateway_targets(ctx.config, facts)
     for gone in set(facts.gateway_verdicts) - set(targets):
@@ -176,12 +184,29 @@ def keep_probes(ctx):
     if not ctx.config.route.probe:
         return
     due = [desired.probe_text(t) for t in targets if facts.gateway_verdicts.get(t) != "answered"]
-    if due and not ctx.timers.armed(PROBE_TIMER):
-        ctx.probe(PROBE_KEY, due)
+    if due:
+        if not ctx.timers.armed(PROBE_TIMER):
+            ctx.probe(PROBE_KEY, due)
+    elif targets and not ctx.timers.armed(RECHECK_TIMER):
+        ctx.arm(RECHECK_TIMER, RECHECK_ROUNDS * ctx.config.timing.probe_interval)
+
+
+def recheck(ctx):
+    """Ask every gateway of an existing bridge again (the recheck timer fired, or the kernel's
+    neighbour entry of an answered gateway stopped being valid); a miss is folded as any other."""
+    ctx.timers.cancel(RECHECK_TIMER)
+    if ctx.config.route.probe:
+        targets = desired.gateway_targets(ctx.config, ctx.facts)
+        if targets:
+            ctx.probe(PROBE_KEY, [desired.probe_text(t) for t in targets])
 
 
 def fold(ctx, event):
-    """Fold a gateway probe round into per-gateway verdicts ("answered", "failing", "silent")."""
+    """Fold a gateway probe round into per-gateway verdicts ("answered", "failing", "silent");
+    the recheck timer starts a round of every gateway."""
+    if isinstance(event, ev.TimerFired) and event.name == RECHECK_TIMER:
+        recheck(ctx)
+        return
     if not (isinstance(event, ev.ProbeDone) and event.key == PROBE_KEY):
         return
     facts = ctx.facts
