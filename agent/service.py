@@ -6,6 +6,11 @@ the decision thread); an invalid file keeps the old config running and says so, 
 that only a restart applies ([files]) are named. READY=1 is sent after the first decision;
 WATCHDOG=1 only from the decision loop, so a stuck loop gets the agent restarted by systemd.
 One agent per status directory: a second `agent run` exits at once with EXIT_ALREADY_RUNNING.
+
+Start-up order: the instance lock, then the XAPI port (its login and first ``event.from`` go
+out while the decision core, the reports and the kernel adapters are still being imported and
+built; its events wait in a buffer until the agent exists), then everything else. Until then
+this module imports only what the lock and the XAPI port need (docs/performance.md, "start").
 """
 
 import errno
@@ -15,15 +20,14 @@ import os
 import random
 import signal
 import struct
+import threading
 import time
 
 from agent import config as cfgmod
 from agent.decision import events as ev
-from agent.report import metrics
-from agent.report import safefile, snapshot
+from agent.report import safefile
 from agent.report import status as status_mod
 from agent.adapters.files import STATUS_RETRY, FileReport
-from agent.decision.core import Agent
 from agent.idle_gc import IdleCollector
 from agent.report.notify import Notifier
 from agent.ports import Clock
@@ -99,50 +103,73 @@ class Service(object):
         self._last_pet = 0.0
         self._last_status_state = None
         self._gc = IdleCollector()
+        self.agent = None
+        self._early = []        # events posted before the agent exists, in order
+        self._early_lock = threading.Lock()
+        self._xapi_started = False
 
-    def _real_adapters(self, post):
-        from agent.adapters.net import RtnlNet
-        from agent.adapters.netwatch import NetlinkWatcher
-        from agent.adapters.prober import IcmpProber
+    def _post(self, event):
+        """Where the sources post: buffered until the agent exists, then straight to it."""
+        with self._early_lock:
+            if self.agent is None:
+                self._early.append(event)
+                return
+        self.agent.post(event)
+
+    def start_xapi(self):
+        """Start the real XAPI port now, before the rest is built (``run``): its login and
+        first event.from overlap the imports below. Its events wait for the agent."""
         from agent.adapters.xapi import XapiAdapter
         # Import on the main thread before any source thread starts: from a zip on Python < 3.10
         # (the bundle on dom0), zipimport lets a second thread see a module half-initialised.
-        import icmplib  # noqa: F401
         import XenAPI  # noqa: F401
-        return {"net": RtnlNet(), "watcher": NetlinkWatcher(), "prober": IcmpProber(post),
-                "xapi": XapiAdapter(self.config, rng=self.rng, local_db_path=self.config.xapi.local_db)}
+        self.xapi = XapiAdapter(self.config, rng=self.rng, local_db_path=self.config.xapi.local_db)
+        self.xapi.start(self._post)
+        self._xapi_started = True
+
+    def _real_adapters(self):
+        from agent.adapters.net import RtnlNet
+        from agent.adapters.netwatch import NetlinkWatcher
+        from agent.adapters.prober import IcmpProber
+        import icmplib  # noqa: F401  (main thread, as above)
+        adapters = {"net": RtnlNet(), "watcher": NetlinkWatcher(), "prober": IcmpProber(self._post)}
+        if not self._xapi_started:
+            from agent.adapters.xapi import XapiAdapter
+            import XenAPI  # noqa: F401
+            adapters["xapi"] = XapiAdapter(self.config, rng=self.rng,
+                                           local_db_path=self.config.xapi.local_db)
+        return adapters
 
     def build(self):
-        """Create the agent and its adapters (nothing starts yet)."""
+        """Create the agent and its adapters (nothing starts yet, but an early XAPI port)."""
+        from agent.decision.core import Agent
+        from agent.report import metrics, snapshot
         files = self.config.files
         report = FileReport(files.status, files.trace, files.trace_max_bytes, log)
         report = metrics.wrap(report, files.metrics, log)  # off unless [files] metrics is set
-        self.agent = None
-        posts = []
-
-        def post(event):
-            posts.append(event) if self.agent is None else self.agent.post(event)
-
-        adapters = self._adapters or self._real_adapters(post)
-        self.net, self.watcher = adapters["net"], adapters["watcher"]
-        self.prober, self.xapi = adapters["prober"], adapters["xapi"]
-        self.agent = Agent(self.config, self.net, self.xapi, self.prober, SystemClock(), report,
-                           mgmt_bridge=management_bridge(self.config), rng=self.rng)
+        adapters = self._adapters or self._real_adapters()
+        self.net, self.watcher, self.prober = adapters["net"], adapters["watcher"], adapters["prober"]
+        if not self._xapi_started:
+            self.xapi = adapters["xapi"]
+        agent = Agent(self.config, self.net, self.xapi, self.prober, SystemClock(), report,
+                      mgmt_bridge=management_bridge(self.config), rng=self.rng)
         carried = status_mod.carried_over(files.status)
         if any(carried.values()):
             for name, value in carried.items():
-                setattr(self.agent.facts, name, value)
+                setattr(agent.facts, name, value)
             log.info("taking over from the previous agent of this boot (%s): autostart done %s, "
                      "host re-enabled by the agent %s, uplink VMs seen up %s", files.status,
                      carried["autostart_done"], carried["host_fixed"], carried["uplinks_seen"])
-        for event in posts:
-            self.agent.post(event)
         if hasattr(self.prober, "post"):
-            self.prober.post = self.agent.post
-        self.agent.reload_config = self._reload_config
-        agent = self.agent
+            self.prober.post = agent.post
+        agent.reload_config = self._reload_config
         agent.persist = lambda: agent.report.status(snapshot.build(agent))
-        return self.agent
+        with self._early_lock:   # the buffered events first, in order; then the sources post directly
+            for event in self._early:
+                agent.post(event)
+            self._early = []
+            self.agent = agent
+        return agent
 
     def _reload_config(self):
         """Re-read the config file for SIGHUP; keep the old one when the new one is invalid."""
@@ -193,6 +220,7 @@ class Service(object):
             self._last_pet = now
         if not drained:
             return
+        from agent.report import snapshot
         agent = self.agent
         agent.report.status(snapshot.build(agent))
         if not self._ready:
@@ -221,11 +249,14 @@ class Service(object):
             log.error("cannot take the instance lock %s: %s; fix [files] status, exiting",
                       status_mod.lock_path(self.config.files.status), e)
             return cfgmod.EX_CONFIG
+        log.info("sspn-agent starting (config %s)", self.config.path)
+        if self._adapters is None:
+            self.start_xapi()
         agent = self.build()
         self._signals()
-        log.info("sspn-agent starting (config %s)", self.config.path)
         self.watcher.start(agent.post)
-        self.xapi.start(agent.post)
+        if not self._xapi_started:
+            self.xapi.start(agent.post)
         self._gc.start()
         try:
             agent.run(after=self._after, tick=self._tick)
@@ -237,6 +268,7 @@ class Service(object):
                     closer()
                 except Exception as e:  # stopping must never fail the shutdown
                     log.warning("while stopping: %s, ignoring", e)
+            from agent.report import snapshot
             final = snapshot.build(agent)
             final["stopped"] = True
             agent.report.status(final)
