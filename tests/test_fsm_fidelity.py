@@ -205,3 +205,17 @@ def test_a_plug_whose_reply_is_lost_after_xapi_attached_the_sr_is_not_a_failure(
     assert len(plugs) == 1 and w.xapi.pbd_attached[SR]
     assert w.agent.retries["sr:" + SR].failures == 0
     assert any(e["result"].startswith("attached; its reply was lost") for e in _effects(w))
+
+
+def test_the_warning_on_entering_degraded_says_what_happens_next(caplog):
+    """The journal line of a transition into DEGRADED ends with what the agent does next."""
+    import logging
+    w = MemWorld(vm_running=False, host_enabled=False, start=False)
+    w.xapi.enable_refusal = ["HOST_DISABLED_UNTIL_REBOOT", "OpaqueRef:host"]
+    with caplog.at_level(logging.WARNING, logger="sspn-agent"):
+        w.boot()
+        w.agent.run_pending()
+    assert w.agent.state == "DEGRADED"
+    line = [r.getMessage() for r in caplog.records if "-> DEGRADED" in r.getMessage()][-1]
+    assert line.endswith("MAINTENANCE's step keeps retrying, at most 30 s apart "
+                         "(agent status names the reasons)"), line

@@ -264,8 +264,14 @@ class Agent(object):
         record = {"time": round(now, 3), "from": source, "to": dest, "trigger": trigger,
                   "cause": cause.describe(), "effects": []}
         self._effects = record["effects"]
-        level = logging.WARNING if dest == "DEGRADED" else logging.INFO
-        self.log.log(level, "%s -> %s on %s (cause: %s)", source, dest, trigger, record["cause"])
+        if dest == "DEGRADED":
+            timing = self.config.timing
+            self.log.warning("%s -> %s on %s (cause: %s); %s's step keeps retrying, at most %.0f s "
+                             "apart (agent status names the reasons)", source, dest, trigger,
+                             record["cause"], self.degraded_from or source,
+                             max(timing.backoff_cap, timing.probe_interval))
+        else:
+            self.log.info("%s -> %s on %s (cause: %s)", source, dest, trigger, record["cause"])
         try:
             nxt = states.module(dest).work(self, None)
         finally:
