@@ -27,6 +27,7 @@ signal) and at interpreter exit. A lab killed outright is swept by the next one
 
 import atexit
 import binascii
+import collections
 import ipaddress
 import logging
 import os
@@ -154,8 +155,12 @@ class Topology(object):
                 "link set %s up" % MGMT_BRIDGE,
                 "addr add %s dev %s" % (MGMT_ADDRESS, MGMT_BRIDGE),
             ])
+            # fw holds the ends of every firewall VM's VIFs (a CARP pair's two members too):
+            # each end answers ARP only for its own addresses (arp_ignore=1), as a separate VM
+            # does; Linux's default (0) answers on any interface for any address of the host
+            # (kernel Documentation/networking/ip-sysctl.rst, arp_ignore).
             self.exec("fw", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
-                             "net.ipv6.conf.all.forwarding=1"])
+                             "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.arp_ignore=1"])
             self.ip("fw", batch=[
                 "link set lo up",
                 "link add lan0 type veth peer name eth0 netns %s" % self.lan,
@@ -332,6 +337,25 @@ class Topology(object):
         timer.daemon = True
         timer.start()
 
+    def guest_mac(self, domid, device=0, guest="fw"):
+        """The MAC address of the VIF's other end (in ``guest``'s namespace)."""
+        out = self.ip(guest, "-o", "link", "show", "dev", fw_side_name(domid, device)).split()
+        return out[out.index("link/ether") + 1]
+
+    def gateway_takeover(self, domid, device, addresses, mac, guest="fw"):
+        """The CARP backup on VIF ``domid``.``device`` becomes master: its end takes ``addresses``
+        and the pair's MAC ``mac`` (CARP's virtual MAC: the gateway keeps its link-layer address
+        across a takeover) and announces them at once, as a new CARP master does (a gratuitous
+        ARP and an unsolicited neighbour advertisement per address: FreeBSD
+        ``sys/netinet/ip_carp.c`` ``carp_master_down_locked``: ``carp_send_arp``, ``carp_send_na``).
+        The kernel sends them when the address changes, with ``arp_notify`` and
+        ``ndisc_notify`` on that end (kernel Documentation/networking/ip-sysctl.rst)."""
+        peer = fw_side_name(domid, device)
+        self.exec(guest, ["sysctl", "-q", "-w", "net/ipv4/conf/%s/arp_notify=1" % peer,
+                          "net/ipv6/conf/%s/ndisc_notify=1" % peer])
+        self.ip(guest, batch=["addr add %s dev %s%s" % (text, peer, " nodad" if ":" in text else "")
+                              for text in addresses] + ["link set %s address %s" % (peer, mac)])
+
     def vm_stopped(self, domid, bridge, device=0):
         """The VM stopped: destroy its VIF, then the bridge once no port is left (xapi
         ``xapi_network.ml`` ``deregister_vif``: an internal bridge goes with its last VIF)."""
@@ -362,6 +386,22 @@ class Topology(object):
                 self.ip(role, batch=lines)
 
 
+class _Vif(object):
+    """A VIF that ``sim_hook`` plugged: where it is, the addresses its VM has on that network,
+    and whether its end holds them (a CARP backup's does not)."""
+
+    __slots__ = ("domid", "bridge", "device", "guest", "addresses", "holds")
+
+    def __init__(self, domid, bridge, device, guest, addresses, holds):
+        self.domid, self.bridge, self.device, self.guest = domid, bridge, device, guest
+        self.addresses, self.holds = addresses, holds
+
+    def peer_of(self, other):
+        """True when ``other`` is this VIF's CARP peer: the same addresses on the same bridge."""
+        return other is not self and bool(self.addresses) and (other.bridge, other.addresses) == (
+            self.bridge, self.addresses)
+
+
 def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=True, guest_of=None):
     """A simulator VM power hook that plugs and unplugs the VIFs of VMs on internal networks.
 
@@ -374,14 +414,29 @@ def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=Tr
     ``addresses_of(bridge)``: the firewall's addresses on that bridge instead of the gateway
     addresses. ``up`` False leaves new bridges down (``topology.bridge_up`` brings them up).
     ``guest_of(vm_name)``: the role of the namespace standing for that VM (default fw).
+
+    VMs that get the same addresses on one bridge are a CARP pair (docs/bindings.md): the first
+    to run is master and its VIF holds them; one that starts while they are held is backup (its
+    VIF has none). When the master stops, the backup running longest takes over at once
+    (``Topology.gateway_takeover``: the addresses, the master's MAC, the announcement); a
+    member that starts again stays backup (no preemption).
     """
     internal = is_internal or (lambda bridge: bridge.startswith("xapi"))
-    plugged = {}  # vm_name -> [(domid, bridge, device)]
+    plugged = collections.OrderedDict()  # vm_name -> [_Vif], in start order
     lock = threading.Lock()
 
+    def running():
+        return [vif for vifs in plugged.values() for vif in vifs]
+
     def unplug(vm_name):
-        for domid, bridge, device in plugged.pop(vm_name, []):
-            topology.vm_stopped(domid, bridge, device)
+        for vif in plugged.pop(vm_name, []):
+            heirs = [other for other in running() if vif.peer_of(other)]
+            mac = topology.guest_mac(vif.domid, vif.device, vif.guest) if vif.holds and heirs else None
+            topology.vm_stopped(vif.domid, vif.bridge, vif.device)
+            if mac is not None:
+                heir = heirs[0]
+                topology.gateway_takeover(heir.domid, heir.device, list(heir.addresses), mac, heir.guest)
+                heir.holds = True
 
     def hook(vm_name, vm_record, domid, bridges, old_state, new_state):
         if vm_names is not None and vm_name not in vm_names:
@@ -390,12 +445,19 @@ def sim_hook(topology, vm_names=None, is_internal=None, addresses_of=None, up=Tr
             if new_state == "Running" and old_state != "Paused":
                 unplug(vm_name)  # a reboot arrives as Running -> Running with a new domid
                 made = []
+                guest = guest_of(vm_name) if guest_of else "fw"
                 for device, bridge in enumerate(bridges):
-                    if internal(bridge):
-                        topology.vm_started(int(domid), bridge, device, gateway=not made, up=up,
-                                            addresses=None if addresses_of is None else addresses_of(bridge),
-                                            guest=guest_of(vm_name) if guest_of else "fw")
-                        made.append((int(domid), bridge, device))
+                    if not internal(bridge):
+                        continue
+                    if addresses_of is not None:
+                        addresses = tuple(addresses_of(bridge))
+                    else:
+                        addresses = (GATEWAY4, GATEWAY6, GATEWAY6_LINK_LOCAL) if not made else ()
+                    vif = _Vif(int(domid), bridge, device, guest, addresses, bool(addresses))
+                    vif.holds = vif.holds and not any(o.holds for o in running() if vif.peer_of(o))
+                    topology.vm_started(vif.domid, bridge, device, up=up, guest=guest,
+                                        addresses=addresses if vif.holds else ())
+                    made.append(vif)
                 if made:
                     plugged[vm_name] = made
             elif new_state in ("Halted", "Suspended"):

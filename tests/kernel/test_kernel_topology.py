@@ -375,3 +375,46 @@ def test_two_vms_on_one_bridge_each_in_its_own_namespace(topology, ping):
     assert second in topology.namespaces
     with pytest.raises(ValueError):
         topology.add_namespace("fw2")
+
+
+def _inet(topology, peer):
+    """The global addresses on the fw end ``peer``, as ``ip -o addr`` writes them."""
+    return [w[3] for w in (line.split() for line in topology.ip(
+        "fw", "-o", "addr", "show", "dev", peer).splitlines()) if w[2] in ("inet", "inet6")
+        and not w[3].startswith("fe80:")]
+
+
+def _gateway_lladdr(topology):
+    """The link-layer address of dom0's neighbour entry for 192.0.2.1 on xapi0, or None."""
+    words = topology.ip("dom0", "neigh", "show", "192.0.2.1", "dev", "xapi0").split()
+    return words[words.index("lladdr") + 1] if "lladdr" in words else None
+
+
+def test_sim_hook_carp_pair_one_holds_the_gateway_and_the_other_takes_over(topology, ping):
+    """Two VMs given the same addresses on one bridge are a CARP pair: the first holds them and
+    alone answers ARP for them (the other's end, in the same fw namespace, does not); when the
+    holder stops, the other takes the addresses and the holder's MAC, so dom0's neighbour entry
+    for the gateway stays right through each takeover and a ping crosses the pair at once."""
+    gateway = ("192.0.2.1/24", "2001:db8:1::1/64")
+    hook = sim_hook(topology, addresses_of=lambda bridge: gateway)
+    hook("fw-a", {}, 1, ["xapi0"], "Halted", "Running")
+    hook("fw-b", {}, 2, ["xapi0"], "Halted", "Running")
+    assert sorted(_inet(topology, "fwvif1.0")) == sorted(gateway) and _inet(topology, "fwvif2.0") == []
+    mac = topology.guest_mac(1)
+    topology.ip("dom0", batch=["addr add 192.0.2.2/24 dev xapi0", "route add default via 192.0.2.1"])
+    wait_until(lambda: ping(topology, "dom0", "198.51.100.10"), timeout=10,
+               message="198.51.100.10 answering from dom0 through the pair")
+    assert _gateway_lladdr(topology) == mac          # the backup stayed silent
+    for stop, heir, returning in (("fw-a", 2, 3), ("fw-b", 3, None)):
+        hook(stop, {}, -1, ["xapi0"], "Running", "Halted")
+        assert sorted(_inet(topology, "fwvif%d.0" % heir)) == sorted(gateway)
+        assert topology.guest_mac(heir) == mac
+        assert _gateway_lladdr(topology) in (mac, None)
+        # as the lab's final ping: up to 3 echoes of 1 s, far below the kernel's neighbour
+        # timeouts a stale entry would need
+        assert any(ping(topology, "dom0", "198.51.100.10") for _ in range(3)), (
+            "no answer through fwvif%d.0 after %s stopped" % (heir, stop))
+        if returning:   # the stopped member returns as backup: no preemption
+            hook(stop, {}, returning, ["xapi0"], "Halted", "Running")
+            assert _inet(topology, "fwvif%d.0" % returning) == []
+    assert topology.ports("xapi0") == ["vif3.0"]

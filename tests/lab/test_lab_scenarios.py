@@ -89,9 +89,6 @@ def test_scenario_names_are_the_scenarios():
 def test_scenario_ends_healthy_and_leaves_no_namespace(scenario, capsys):
     """With the real agent in dom0 the scenario ends HEALTHY, a ping crosses the firewall, SIGTERM
     leaves the agent's networking in place, and none of the lab's namespaces is left."""
-    if scenario == "carp-failover" and os.environ.get("SSPN_BRIDGE", "").strip().lower() == "ovs":
-        pytest.skip("on the lab's Open vSwitch bridges the final ping through the CARP pair fails "
-                    "after both failovers (lab topology on the userspace datapath, not yet understood)")
     before = _namespaces()
     code, run = _lab(capsys, "--scenario", scenario)
     _assert_clean_finish(code, run)
