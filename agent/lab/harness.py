@@ -2,8 +2,9 @@
 
 ``Host`` is agent/lab/simhost.py's ``SimulatedHost`` (the XAPI simulator, the dom0/fw/lan
 namespaces, the real agent as its own process in dom0) in a fresh run directory, as a context
-manager that always cleans up. Its agent.toml is ``CONFIG`` (the host of agent.toml.example);
-starting the firewall VM "pfsense" makes its bridge and VIF in dom0. Tests and benches wait on the agent's
+manager that always cleans up. Its agent.toml is the lab's default plan (agent/lab/rehearsal.py
+``default_plan``: the config of agent.toml.example), written as the lab writes it; starting the
+firewall VM "pfsense" makes its bridge and VIF in dom0. Tests and benches wait on the agent's
 status file and read its trace through it. Needs root.
 """
 
@@ -12,53 +13,12 @@ import os
 import shutil
 import time
 
+import attr
+
 from agent.lab.simhost import SimulatedHost, private_dir
 
 FIREWALL = "pfsense"
 NFS_SERVER = "198.51.100.10"
-
-CONFIG = """\
-# Written by the lab for one rehearsal.
-[xapi]
-socket = "{socket}"
-local_db = "{local_db}"
-
-[[binding]]
-network = "sspn"
-vms = ["{firewall}"]
-addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
-
-[route]
-gateway4 = "192.0.2.1"
-gateway6 = "2001:db8:1::1"
-probe = {probe}
-
-[management]
-bridge = "xenbr0"
-inventory = "{dir}/xensource-inventory"
-
-[[sr]]
-uuid = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
-
-[maintenance]
-enable_host = "when-locked-out"
-autostart = true
-
-{timing}
-[files]
-status = "{dir}/status.json"
-trace = "{dir}/trace.jsonl"
-"""
-
-
-FAST_TIMING = """[timing]
-event_timeout = 5.0
-probe_interval = 0.5
-probe_timeout = 0.3
-backoff_base = 0.2
-backoff_cap = 2.0
-retry_budget = 5
-"""
 
 
 class Host(SimulatedHost):
@@ -106,8 +66,6 @@ class Host(SimulatedHost):
         from agent.lab.netns import sim_hook
         self.create_network()
         self.start_simulator(sim_hook(self.topology, vm_names=[FIREWALL], up=self.bring_up))
-        with open(os.path.join(self.dir, "xensource-inventory"), "w") as f:
-            f.write("MANAGEMENT_INTERFACE='xenbr0'\n")
 
     def ping(self, address):
         """One real ICMP echo from dom0 (through the firewall namespace for the storage LAN)."""
@@ -118,13 +76,17 @@ class Host(SimulatedHost):
         return os.path.join(self.dir, "agent.toml")
 
     def write_config(self):
-        """The agent.toml of the run (or the operator's, with the lab's socket and files)."""
-        text = self.config_text or CONFIG.format(socket=self.sim.socket_path, local_db=self.sim.local_db_path,
-                                                 firewall=FIREWALL, probe=str(self.probe).lower(),
-                                                 dir=self.dir, timing=FAST_TIMING if self.fast else "")
-        text += self.extra_config
-        with open(self.config_path, "w") as f:
-            f.write(text)
+        """The run's agent.toml and the inventory beside it, as the lab writes them for its
+        default plan (with ``probe`` and ``fast``); ``config_text`` instead, if given; then
+        ``extra_config``. Returns its path."""
+        from agent import config as cfgmod
+        from agent.lab import rehearsal
+        plan = rehearsal.default_plan()
+        config = attr.evolve(plan.config, route=attr.evolve(plan.config.route, probe=self.probe),
+                             timing=plan.config.timing if self.fast else cfgmod.TimingConfig())
+        rehearsal.write_config(attr.evolve(plan, config=config), self.dir, self.sim)
+        with open(self.config_path, "a" if self.config_text is None else "w") as f:
+            f.write((self.config_text or "") + self.extra_config)
         return self.config_path
 
     def start_agent(self, append=False):

@@ -14,7 +14,8 @@ the tests and benches (agent/lab/harness.py ``Host``). In a run directory whose 
   --config <file>`` (the service's code path), logging to ``<dir>/agent.log``; stopped with
   SIGTERM, as systemd does.
 
-The caller writes the agent.toml (and the inventory beside it). Needs root. Python 3.6 compatible.
+Its callers write the agent.toml and the inventory beside it with agent/lab/rehearsal.py
+``write_config``. Needs root. Python 3.6 compatible.
 """
 
 import os
