@@ -173,7 +173,7 @@ class Bench(object):
         self.vm_started = []
         self.service_up = True
         host.sim.power.hooks.insert(0, self._on_power)
-        storage = host._storage_answers
+        storage = host.sim.storage_probe  # what SM checks (agent/lab/simhost.py)
         host.sim.storage_probe = lambda dc: self.service_up and storage(dc)
         self.frontend_up = []
         start = host.sim.frontend.start

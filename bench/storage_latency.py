@@ -57,9 +57,11 @@ def with_probe_mode(host, mode):
         path = write()
         with open(path) as f:
             text = f.read()
-        needle = 'uuid = "%s"\n' % SR
+        needle = 'probe_mode = "tcp"\n'  # the [[sr]]'s, as the lab writes it
+        if text.count(needle) != 1:
+            raise SystemExit("storage_latency: no single %r in %s" % (needle.strip(), path))
         with open(path, "w") as f:
-            f.write(text.replace(needle, needle + 'probe_mode = "%s"\n' % mode, 1))
+            f.write(text.replace(needle, 'probe_mode = "%s"\n' % mode))
         return path
     host.write_config = write_config
 

@@ -26,7 +26,7 @@ from agent import config as cfgmod  # noqa: E402
 from agent.decision import events as ev  # noqa: E402
 from agent.adapters.xapi import XapiAdapter  # noqa: E402
 from stats import summary  # noqa: E402
-from agent.lab.harness import private_dir  # noqa: E402
+from agent.lab.simhost import private_dir  # noqa: E402
 from agent.lab.xapi import Simulator  # noqa: E402
 
 CONFIG = """

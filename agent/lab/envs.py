@@ -1,28 +1,19 @@
 """The two kernels a rehearsal can run on; this module holds the shared part and the real one.
 
-``NetnsEnv``: namespaces dom0/fw/lan (agent/lab/netns.py) and the real agent as its own process
-inside dom0 (``ip netns exec <dom0> python -m agent run``: the service's code path). The
+``NetnsEnv``: the simulated host of agent/lab/simhost.py (namespaces dom0/fw/lan, the real
+agent as its own process inside dom0: the service's code path) driven by a scenario. The
 in-memory kernel model lives in agent/lab/memenv.py. Both run the XAPI simulator in this
 process on a Unix socket in the run's directory and record into the lab's timeline.
 """
 
 import ipaddress
 import os
-import signal
 import sys
 import time
 
 NAMESPACES, IN_MEMORY = "real kernel in network namespaces", "[in-memory kernel model]"
 WAIT_TIMEOUT = 20.0      # seconds any one wait of a scenario may take before it fails
-STOP_TIMEOUT = 10.0      # for the agent to exit after SIGTERM
 COUNTED_CALLS = ("host.enable", "VM.start", "PBD.plug")  # what changes the host, as XAPI saw it
-
-
-# One ICMP echo with icmplib (a dependency; iputils ping is often not installed), run inside a
-# namespace by a child interpreter.
-_ICMP_ECHO = ("import sys, icmplib\n"
-              "h = icmplib.ping(sys.argv[1], count=1, timeout=float(sys.argv[2]), privileged=True)\n"
-              "sys.exit(0 if h.is_alive else 1)\n")
 
 
 class NetnsUnavailable(RuntimeError):
@@ -47,40 +38,18 @@ def _missing(config, bridge_of, addresses, routes):
     return out
 
 
-def _child_env():
-    """The environment for a child interpreter: this package's root first on PYTHONPATH (from a
-    zipapp, that is the only way a child finds the bundled agent, icmplib, pyroute2, ...), and
-    no systemd variables (the agent must not notify the lab's own service manager)."""
-    drop = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
-    env = dict((k, v) for k, v in os.environ.items() if k not in drop)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
-def _nothing():
-    pass
-
-
-def _server_of(device_config):
-    """The storage server of a PBD's device_config (NFS/CIFS "server", else the host of "location")."""
-    server = device_config.get("server", "")
-    if not server and device_config.get("location", "").startswith("//"):
-        server = device_config["location"][2:].split("/", 1)[0]
-    return server
-
 class _Env(object):
-    """What both kernels share: the simulator, and a VM power hook that records into the lab."""
+    """What both kernels share: the simulator ``sim`` (made by the kernel's env), and a VM
+    power hook that records into the lab."""
 
     kind = ""
     agent_command = ""
 
-    def __init__(self, plan, workdir, lab):
+    def __init__(self, plan, workdir, lab, sim):
         from agent.lab import netns
-        from agent.lab.xapi import Simulator
         self.netns = netns  # loaded with the first lab, not with `agent`'s parser
         self.plan, self.workdir, self.lab = plan, workdir, lab
-        self.sim = Simulator(os.path.join(workdir, "xapi"), scenario=plan.scenario, seed=0)
+        self.sim = sim
         networks = self.sim.state()["networks"]
         self.bridge_of = dict((label, networks[label]["bridge"]) for label in plan.fw_addresses)
         self.fw_by_bridge = dict((self.bridge_of[label], list(addrs))
@@ -117,8 +86,8 @@ class _Env(object):
             self.lab.record(text, when=when, source="sim", **extra)
         return hook
 
-    def _start_sim(self):
-        self.sim.storage_probe = self._sm_probe()
+    def _count_calls(self):
+        """From now on, note the simulator's COUNTED_CALLS in the lab."""
         dispatch = self.sim.dispatch
 
         def counted(method, params, ctx=None):
@@ -129,11 +98,6 @@ class _Env(object):
                 self.lab.xapi_call(when, method, answer.get("Status") == "Success")
             return answer
         self.sim.dispatch = counted  # this run's simulator only
-        self.sim.start()
-
-    def _sm_probe(self):
-        """PBD.plug's reachability from the env's storage_answers; NetnsEnv asks what SM asks."""
-        return lambda dc: self.storage_answers(_server_of(dc))
 
     def kernel_missing(self):
         """What of the config's addresses and routes the kernel lacks right now."""
@@ -147,35 +111,32 @@ class _Env(object):
 
 
 class NetnsEnv(_Env):
-    """The real kernel: namespaces dom0/fw/lan and the agent as its own process in dom0."""
+    """The real kernel: the simulated host (agent/lab/simhost.py) of the plan's scenario."""
 
     kind = NAMESPACES
 
     def __init__(self, plan, workdir, lab, bridge=None):
         """``bridge``: the bridge backend, "linux" or "ovs" (agent/lab/bridges.py)."""
-        _Env.__init__(self, plan, workdir, lab)
-        self.topology = self.netns.Topology(bridge=bridge)
-        self.agent = None
+        from agent.lab.simhost import SimulatedHost
+        self.host = SimulatedHost(workdir, scenario=plan.scenario, seed=0, bridge=bridge)
+        _Env.__init__(self, plan, workdir, lab, self.host.sim)
+        self.topology = self.host.topology
         self.agent_command = "ip netns exec %s %s -m agent run --config agent.toml" % (
             self.topology.dom0, os.path.basename(sys.executable))
 
     def open(self):
-        """Namespaces, the storage targets in lan, the VM hook, the simulator."""
+        """Namespaces, the storage targets and service ports in lan, the VM hook, the simulator."""
         try:
-            self.topology.create()
+            self.host.create_network(self.plan.storage_service_delay)  # a NAS whose nfsd starts late
         except self.netns.TopologyError as exc:
             raise NetnsUnavailable(str(exc))
         self.topology.storage_targets(self.plan.storage)
-        from agent.lab.storage import StorageServices
-        self.storage = StorageServices(self.topology.ns("lan"))  # agent/lab/storage.py
-        self.storage.start(self.plan.storage_service_delay)  # a NAS whose nfsd starts late
         self._wait_lan_v6()
         self.topology.fw_answer_delay = self.plan.fw_answer_delay
-        self._service_from = time.monotonic() + self.plan.storage_service_delay
-        self.sim.add_vm_power_hook(self._hook(self.netns.sim_hook(
+        self._count_calls()
+        self.host.start_simulator(self._hook(self.netns.sim_hook(
             self.topology, vm_names=list(self.firewalls), is_internal=lambda b: b in self.fw_by_bridge,
             addresses_of=lambda b: self.fw_by_bridge.get(b, ()))))
-        self._start_sim()
 
     def _wait_lan_v6(self):
         """With IPv6 storage, the storage LAN must answer before the rehearsal starts: on the new
@@ -184,31 +145,10 @@ class NetnsEnv(_Env):
         if all(ipaddress.ip_address(t).version == 4 for t in self.plan.storage + (self.plan.ping_target,)):
             return
         deadline = time.monotonic() + WAIT_TIMEOUT
-        while not self._ping("fw", self.netns.LAN6.split("/")[0], timeout=0.2):
+        while not self.topology.ping("fw", self.netns.LAN6.split("/")[0], timeout=0.2):
             if time.monotonic() > deadline:
                 raise RuntimeError("the storage LAN did not answer IPv6 from %s within %.0f s"
                                    % (self.topology.fw, WAIT_TIMEOUT))
-
-    def _ping(self, role, target, timeout=1.0):
-        """True when one ICMP echo from namespace ``role`` to ``target`` is answered."""
-        import subprocess
-        argv = ["ip", "netns", "exec", self.topology.ns(role), sys.executable, "-c", _ICMP_ECHO,
-                target, str(timeout)]
-        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=_child_env()) == 0
-
-    def _sm_probe(self):
-        """PBD.plug's reachability as SM checks it: TCP to the service ports from dom0
-        (agent/lab/xapi/sm.py; 1 s connect timeout instead of SM's 5 s)."""
-        from agent.lab.xapi.sm import TcpProbe
-        return TcpProbe(netns=self.topology.ns("dom0"), timeout=1.0)
-
-    def storage_answers(self, server):
-        """For the simulator's PBD.plug: does the storage server answer a ping from dom0 (and
-        is its service up: ``storage_service_delay`` after its network came up)?"""
-        if server and time.monotonic() < self._service_from:
-            return False
-        return not server or self._ping("dom0", server)
 
     def storage_down(self):
         """The storage server leaves the network (its link goes down)."""
@@ -226,10 +166,9 @@ class NetnsEnv(_Env):
             "route replace default via %s" % self.netns.FW_LAN4.split("/")[0],
             "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
             "neigh flush dev eth0"])
-        self._service_from = time.monotonic() + self.plan.storage_service_delay
         if self.plan.storage_service_delay > 0:  # its service restarts with it, and answers later
-            self.storage.stop()
-            self.storage.start(self.plan.storage_service_delay)
+            self.host.storage.stop()
+            self.host.storage.start(self.plan.storage_service_delay)
         self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
         self.topology.storage_targets(self.plan.storage, "replace")
 
@@ -271,60 +210,38 @@ class NetnsEnv(_Env):
         tries, ok = 0, False
         while not ok and tries < 3:
             tries += 1
-            ok = self._ping("dom0", target)
+            ok = self.topology.ping("dom0", target)
         return {"ok": ok, "from": "dom0 (%s)" % self.topology.dom0, "target": target,
                 "how": "ICMP echo, 1 s timeout, %d %s" % (tries, "try" if tries == 1 else "tries")}
 
     def start_agent(self):
         """`agent run` as its own process inside dom0; its output goes to agent.log."""
-        import subprocess
-        with open(self.log_path, "ab") as log:
-            self.agent = subprocess.Popen(
-                ["ip", "netns", "exec", self.topology.dom0, sys.executable, "-m", "agent", "run",
-                 "--config", self.config.path], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.workdir, env=_child_env())
+        self.host.start_agent(self.config.path, append=True)
 
     def agent_alive(self):
         """True until the agent process has exited."""
-        return self.agent is None or self.agent.poll() is None
+        return self.host.agent_alive()
 
     def stop_agent(self):
         """SIGTERM, as systemd does; wait; check the config's addresses and routes remain."""
-        import subprocess
-        if self.agent is None:
+        if self.host.agent is None:
             return None
-        code = self.agent.poll()
-        if code is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                code = self.agent.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        code = self.host.stop_agent()
         missing = self.kernel_missing()
         return {"how": "SIGTERM", "exit": code, "networking_left_in_place": not missing,
                 "missing": missing}
 
     def close(self):
-        """Agent (if it still runs), simulator, namespaces: each step even if another fails."""
-        storage = getattr(self, "storage", None)
-        for step in (self._kill_agent, self.sim.stop, storage.stop if storage else _nothing,
-                     self.topology.cleanup):
-            try:
-                step()
-            except Exception as exc:
-                sys.stderr.write("agent lab: while cleaning up: %s, continuing\n" % exc)
-
-    def _kill_agent(self):
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.kill()
-            self.agent.wait()
+        """Agent (if it still runs), simulator, storage ports, namespaces: each step even if
+        another fails."""
+        for exc in self.host.close():
+            sys.stderr.write("agent lab: while cleaning up: %s, continuing\n" % exc)
 
     def info(self):
         """As _Env.info, with the namespaces and the agent process."""
         out = _Env.info(self)
         out.update({"namespaces": [self.topology.dom0, self.topology.fw, self.topology.lan],
                     "bridges": self.topology.backend.description,
-                    "agent_pid": self.agent.pid if self.agent else None,
+                    "agent_pid": self.host.agent.pid if self.host.agent else None,
                     "agent_command": self.agent_command})
         return out

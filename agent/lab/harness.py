@@ -1,105 +1,50 @@
-"""A simulated host for the lab and the benches: namespaces, the XAPI simulator, `agent run`.
+"""The simulated host of the tests and benches: the lab's host of agent.toml.example, with waits.
 
-``Host`` builds the dom0/fw/lan topology (agent/lab/netns.py, the same builder as the lab's;
-``bridge`` or ``$SSPN_BRIDGE`` picks Linux or Open vSwitch bridges), starts the simulator on a
-Unix socket whose path has no ``_`` (XenAPI maps it to ``/``, docs/xapi-behaviour.md §1), makes starting
-the firewall VM create its bridge and VIF in dom0, makes storage reachability real (a ping
-from dom0 to the NFS server), writes an agent.toml for the run and starts the real agent as its own
-process inside dom0 -- the same code path as `agent run` on a host. Needs root.
+``Host`` is agent/lab/simhost.py's ``SimulatedHost`` (the XAPI simulator, the dom0/fw/lan
+namespaces, the real agent as its own process in dom0) in a fresh run directory, as a context
+manager that always cleans up. Its agent.toml is the lab's default plan (agent/lab/rehearsal.py
+``default_plan``: the config of agent.toml.example), written as the lab writes it; starting the
+firewall VM "pfsense" makes its bridge and VIF in dom0. Tests and benches wait on the agent's
+status file and read its trace through it. Needs root.
 """
 
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
-from agent.lab.netns import Topology, sim_hook
-from agent.lab.storage import StorageServices
+import attr
+
+from agent.lab.simhost import SimulatedHost, private_dir
 
 FIREWALL = "pfsense"
 NFS_SERVER = "198.51.100.10"
 
-CONFIG = """\
-# Written by the lab for one rehearsal.
-[xapi]
-socket = "{socket}"
-local_db = "{local_db}"
 
-[[binding]]
-network = "sspn"
-vms = ["{firewall}"]
-addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
-
-[route]
-gateway4 = "192.0.2.1"
-gateway6 = "2001:db8:1::1"
-probe = {probe}
-
-[management]
-bridge = "xenbr0"
-inventory = "{dir}/xensource-inventory"
-
-[[sr]]
-uuid = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
-
-[maintenance]
-enable_host = "when-locked-out"
-autostart = true
-
-{timing}
-[files]
-status = "{dir}/status.json"
-trace = "{dir}/trace.jsonl"
-"""
-
-
-FAST_TIMING = """[timing]
-event_timeout = 5.0
-probe_interval = 0.5
-probe_timeout = 0.3
-backoff_base = 0.2
-backoff_cap = 2.0
-retry_budget = 5
-"""
-
-
-def private_dir(prefix):
-    """A fresh temporary directory whose path contains no ``_``."""
-    path = tempfile.mkdtemp(prefix=prefix)
-    if "_" in path:
-        clean = path.replace("_", "x")
-        os.rename(path, clean)
-        path = clean
-    return path
-
-
-class Host(object):
-    """The simulated host of one rehearsal; a context manager that always cleans up."""
+class Host(SimulatedHost):
+    """The simulated host of one test or bench run; a context manager that always cleans up."""
 
     def __init__(self, probe=True, config_text=None, fast=True, scenario=None, extra_config="",
                  bridge=None, bring_up=True):
-        """``fast``: rehearsal timings (0.5 s probes, 2 s backoff cap); False: the defaults.
-        ``scenario``: the simulator's host (default: agent/lab/hosts/default.toml);
-        ``extra_config``: TOML appended to the lab's agent.toml (more [[binding]]s, say).
-        ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``, else Linux bridges).
-        ``bring_up`` False: a started firewall's new bridge stays down (with its VIF as port)
-        until the test calls ``topology.bridge_up``, as if xcp-networkd were slow."""
-        self.scenario = scenario
-        self.extra_config = extra_config
-        self.dir = private_dir("sspnlab")
-        self.bridge, self.bring_up = bridge, bring_up
-        self.probe = probe
-        self.fast = fast
+        """``probe``: the config's ``[route] probe``; ``fast``: the lab's timings (0.5 s probes,
+        2 s backoff cap), False: the defaults. ``config_text``: the agent.toml to run instead
+        of the lab's (its socket and files must be this host's); ``extra_config``: TOML appended
+        to it (more [[binding]]s, say). ``scenario``: the simulator's host (default:
+        agent/lab/hosts/default.toml). ``bridge``: "linux" or "ovs" (default ``$SSPN_BRIDGE``,
+        else Linux bridges). ``bring_up`` False: a started firewall's new bridge stays down
+        (with its VIF as port) until the test calls ``topology.bridge_up``, as if xcp-networkd
+        were slow."""
+        workdir = private_dir("sspnlab")
+        try:
+            SimulatedHost.__init__(self, workdir, scenario=scenario, bridge=bridge)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        self.probe, self.fast, self.bring_up = probe, fast, bring_up
         self.config_text = config_text
-        self.topology = None
-        self.storage = None   # the storage server's service ports (agent/lab/storage.py)
-        self.sim = None
-        self.agent = None
+        self.extra_config = extra_config
         self.started = time.time()
-        self.marks = []  # (wall time, what the lab did)
+        self.marks = []  # (wall time, what the test or bench did)
 
     def __enter__(self):
         try:
@@ -113,27 +58,14 @@ class Host(object):
         self.close()
 
     def mark(self, what):
-        """Record an action of the lab itself for the timeline."""
+        """Record an action of the caller's own for the timeline."""
         self.marks.append((time.time(), what))
 
     def start(self):
-        """Topology and simulator; the agent is started by ``start_agent``."""
-        from agent.lab.xapi import Simulator
-        self.topology = Topology(bridge=self.bridge).create()
-        self.storage = StorageServices(self.topology.ns("lan"))
-        self.storage.start()
-        self.sim = Simulator(os.path.join(self.dir, "xapi"), scenario=self.scenario)
-        self.sim.add_vm_power_hook(sim_hook(self.topology, vm_names=[FIREWALL], up=self.bring_up))
-        self.sim.storage_probe = self._storage_answers
-        self.sim.start()
-        with open(os.path.join(self.dir, "xensource-inventory"), "w") as f:
-            f.write("MANAGEMENT_INTERFACE='xenbr0'\n")
-
-    def _storage_answers(self, device_config):
-        """PBD.plug's reachability as SM checks it: TCP to the service ports, from dom0 (1 s
-        connect timeout instead of SM's 5 s, to keep rehearsals short)."""
-        from agent.lab.xapi.sm import TcpProbe
-        return TcpProbe(netns=self.topology.ns("dom0"), timeout=1.0)(dict(device_config))
+        """Namespaces, storage ports and simulator; the agent is started by ``start_agent``."""
+        from agent.lab.netns import sim_hook
+        self.create_network()
+        self.start_simulator(sim_hook(self.topology, vm_names=[FIREWALL], up=self.bring_up))
 
     def ping(self, address):
         """One real ICMP echo from dom0 (through the firewall namespace for the storage LAN)."""
@@ -144,25 +76,24 @@ class Host(object):
         return os.path.join(self.dir, "agent.toml")
 
     def write_config(self):
-        """The agent.toml of the run (or the operator's, with the lab's socket and files)."""
-        text = self.config_text or CONFIG.format(socket=self.sim.socket_path, local_db=self.sim.local_db_path,
-                                                 firewall=FIREWALL, probe=str(self.probe).lower(),
-                                                 dir=self.dir, timing=FAST_TIMING if self.fast else "")
-        text += self.extra_config
-        with open(self.config_path, "w") as f:
-            f.write(text)
+        """The run's agent.toml and the inventory beside it, as the lab writes them for its
+        default plan (with ``probe`` and ``fast``); ``config_text`` instead, if given; then
+        ``extra_config``. Returns its path."""
+        from agent import config as cfgmod
+        from agent.lab import rehearsal
+        plan = rehearsal.default_plan()
+        config = attr.evolve(plan.config, route=attr.evolve(plan.config.route, probe=self.probe),
+                             timing=plan.config.timing if self.fast else cfgmod.TimingConfig())
+        rehearsal.write_config(attr.evolve(plan, config=config), self.dir, self.sim)
+        with open(self.config_path, "a" if self.config_text is None else "w") as f:
+            f.write((self.config_text or "") + self.extra_config)
         return self.config_path
 
     def start_agent(self, append=False):
-        """`python -m agent run` inside dom0, logging to agent.log in the run directory
-        (``append``: after the log of the previous agent, as for a restart)."""
+        """`python -m agent run` inside dom0 with ``write_config``'s agent.toml, logging to
+        agent.log in the run directory (``append``: after the previous agent's log)."""
         self.write_config()
-        log = open(os.path.join(self.dir, "agent.log"), "a" if append else "w")
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.agent = subprocess.Popen(["ip", "netns", "exec", self.topology.ns("dom0"), sys.executable,
-                                       "-m", "agent", "run", "--config", self.config_path],
-                                      stdout=log, stderr=subprocess.STDOUT, env=env)
+        SimulatedHost.start_agent(self, self.config_path, append)
         self.mark("agent started (ip netns exec dom0 agent run)")
         return self.agent
 
@@ -191,35 +122,19 @@ class Host(object):
             st = self.status()
             if st and predicate(st):
                 return st
-            if self.agent is not None and self.agent.poll() is not None:
+            if not self.agent_alive():
                 raise RuntimeError("the agent exited (status %s); see %s/agent.log"
                                    % (self.agent.returncode, self.dir))
-            time.sleep(0.02)
+            time.sleep(0.02)  # bounded by the deadline above: the status file has no wake-up
         raise RuntimeError("timed out after %.0f s waiting for %s (it is in %s)"
                            % (deadline, what, self.status().get("state", "?")))
 
-    def stop_agent(self):
-        """SIGTERM, as systemd does; returns the exit status."""
-        if self.agent is None or self.agent.poll() is not None:
-            return None if self.agent is None else self.agent.returncode
-        self.agent.terminate()
-        try:
-            return self.agent.wait(10)
-        except subprocess.TimeoutExpired:
-            self.agent.kill()
-            return self.agent.wait(5)
-
     def close(self):
-        """Stop everything and remove the namespaces and the run directory."""
+        """Stop everything, remove the namespaces and the run directory; raise the first
+        failure of a step once every step was tried."""
         try:
-            self.stop_agent()
+            errors = SimulatedHost.close(self)
         finally:
-            try:
-                if self.sim is not None:
-                    self.sim.stop()
-            finally:
-                if self.storage is not None:
-                    self.storage.stop()
-                if self.topology is not None:
-                    self.topology.cleanup()
-                shutil.rmtree(self.dir, ignore_errors=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise errors[0]

@@ -6,9 +6,19 @@ sent. Used where `ip netns` is unavailable, or with `agent lab --in-memory`.
 """
 
 import ipaddress
+import os
 import threading
 
-from agent.lab.envs import IN_MEMORY, STOP_TIMEOUT, _Env
+from agent.lab.envs import IN_MEMORY, _Env
+from agent.lab.simhost import STOP_TIMEOUT
+
+
+def _server_of(device_config):
+    """The storage server of a PBD's device_config (NFS/CIFS "server", else the host of "location")."""
+    server = device_config.get("server", "")
+    if not server and device_config.get("location", "").startswith("//"):
+        server = device_config["location"][2:].split("/", 1)[0]
+    return server
 
 
 class _LockedNet(object):
@@ -78,18 +88,23 @@ class MemoryEnv(_Env):
 
     def __init__(self, plan, workdir, lab):
         from agent.adapters.memory import MemoryNet
-        _Env.__init__(self, plan, workdir, lab)
+        from agent.lab.xapi import Simulator
+        _Env.__init__(self, plan, workdir, lab,
+                      Simulator(os.path.join(workdir, "xapi"), scenario=plan.scenario, seed=0))
         self.net = _LockedNet(MemoryNet())
         self.storage_up_ = True
         self.service = self.thread = self.exit = self._log = None
         self._running = {}   # uplink VM -> its internal bridges
 
     def open(self):
-        """The management bridge with networkd's address, the VM hook, the simulator."""
+        """The management bridge with networkd's address, the VM hook, the simulator (its
+        PBD.plug asks the model whether the storage server answers)."""
         self.net.add_link(self.netns.MGMT_BRIDGE)
         self.net.add_address(self.netns.MGMT_BRIDGE, self.netns.MGMT_ADDRESS)
         self.sim.add_vm_power_hook(self._hook(self._vm_hook))
-        self._start_sim()
+        self.sim.storage_probe = lambda dc: self.storage_answers(_server_of(dc))
+        self._count_calls()
+        self.sim.start()
 
     def _vm_hook(self, vm_name, record, domid, bridges, old_state, new_state):
         """A running uplink VM's internal bridges exist; the last one to stop takes them along."""

@@ -6,13 +6,13 @@ dom0/fw/lan namespaces (agent/lab/netns.py); the *real* agent as its own process
 A scenario (agent/lab/scenarios.py) injects faults and waits on the agent's status file and
 trace; then a ping must cross dom0 -> fw -> lan, the agent is stopped with SIGTERM and must
 leave its addresses and routes in place, and everything is removed (also on failure, SIGINT,
-SIGTERM). Storage reachability is real: the simulator's PBD.plug pings the storage server from
-dom0, through the firewall.
+SIGTERM). Storage reachability is real: the simulator's PBD.plug connects to the storage
+server's service ports from dom0, through the firewall, as SM does.
 
 Without root or ``ip netns`` the same scenario runs with the agent in this process on the
 in-memory kernel model (agent/adapters/memory.py), still on the real simulator and the real
-XAPI adapter; the output says so. The environments are in agent/lab/envs.py (namespaces) and
-agent/lab/memenv.py (in-memory). Python 3.6.
+XAPI adapter; the output says so. The environments are in agent/lab/envs.py (namespaces: the
+simulated host of agent/lab/simhost.py) and agent/lab/memenv.py (in-memory). Python 3.6.
 """
 
 import argparse
@@ -51,7 +51,7 @@ def run_one(name, plan, memory, timeout=WAIT_TIMEOUT, bridge=None):
     """
     from agent.lab import scenarios, timeline
     from agent.lab.envs import NetnsEnv
-    from agent.lab.harness import private_dir
+    from agent.lab.simhost import private_dir
     from agent.lab.memenv import MemoryEnv
     plan = scenarios.plan_for_scenario(name, plan)
     lab = scenarios.Lab(plan, time.time(), timeout)

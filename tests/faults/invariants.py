@@ -14,7 +14,8 @@ import os
 
 from tests.waiting import wait_until
 
-# The harness's agent.toml (agent/lab/harness.py CONFIG): one binding on network "sspn".
+# The harness's agent.toml (agent/lab/harness.py: the lab's default plan, agent.toml.example):
+# one binding on network "sspn".
 ADDRESSES = ("192.0.2.2/24", "2001:db8:1::2/64")
 MIRRORS = ("192.0.2.2/32", "2001:db8:1::2/128")
 GATEWAYS = ("192.0.2.1", "2001:db8:1::1")

@@ -67,8 +67,8 @@ class KernelHost(Host):
             text, n = re.subn(r"(?m)^retry_budget = \d+$", "retry_budget = %d" % self.retry_budget, text)
             assert n == 1, "the harness config has no retry_budget line to override"
         # Room for the whole run in the trace (one bind per reboot is counted from it).
-        text, n = re.subn(r"(?m)^\[files\]$", "[files]\ntrace_max_bytes = %d" % (256 << 20), text)
-        assert n == 1, "the harness config has no [files] section"
+        text, n = re.subn(r"(?m)^trace_max_bytes = \d+$", "trace_max_bytes = %d" % (256 << 20), text)
+        assert n == 1, "the harness config has no trace_max_bytes line to override"
         with open(path, "w") as f:
             f.write(text)
         return path

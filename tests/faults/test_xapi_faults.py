@@ -64,7 +64,7 @@ class XapiFaultHost(Host):
         with open(path) as f:
             text = f.read()
         changed = re.sub(r"(?m)^event_timeout = .*$", "event_timeout = %s" % EVENT_TIMEOUT, text)
-        changed = changed.replace("[xapi]\n", "[xapi]\ncall_timeout = %s\n" % CALL_TIMEOUT, 1)
+        changed = re.sub(r"(?m)^call_timeout = .*$", "call_timeout = %s" % CALL_TIMEOUT, changed)
         assert changed.count("call_timeout") == 1 and "event_timeout = %s\n" % EVENT_TIMEOUT in changed, \
             "the harness's agent.toml changed shape: update this test\n" + text
         with open(path, "w") as f:

@@ -1,19 +1,21 @@
-"""IcmpProber against the real kernel: real ICMP between throwaway network namespaces.
+"""IcmpProber against the real kernel: real ICMP in the lab's dom0/fw/lan namespaces.
 
-Topology (built once per module, removed afterwards even on failure)::
+The lab's topology (agent/lab/netns.py ``Topology``, built once per module and removed
+afterwards even on failure), with the firewall VM's VIF plugged and dom0 holding the uplink
+addresses and default routes the agent binds::
 
-    P (prober) p0 ==veth== r0  R (router)  r1 ==veth== s0  S (silent host)
-    192.0.2.1/24           192.0.2.2/24    198.51.100.1/24 198.51.100.2/24
-    2001:db8:1::1/64       2001:db8:1::2/64 2001:db8:2::1/64 2001:db8:2::2/64
+    dom0 (prober)  xapi0 ==VIF== fwvif1.0  fw (router)  lan0 ==veth== eth0  lan (silent host)
+    192.0.2.2/24                192.0.2.1/24         198.51.100.1/24   198.51.100.10/24
+    2001:db8:1::2/64            2001:db8:1::1/64     2001:db8:2::1/64  2001:db8:2::10/64
 
-R forwards and has ``unreachable`` routes for 203.0.113.9 and 2001:db8:3::9, so it answers
-probes to them with ICMP Destination Unreachable. S ignores echo requests
-(``icmp_echo_ignore_all``). P has its own ``unreachable`` and ``prohibit`` routes for
-203.0.113.200/.201 and 2001:db8:3::200/::201, so those probes are refused by P's kernel.
+fw forwards and has ``unreachable`` routes for 198.51.100.9 and 2001:db8:3::9, so it answers
+probes to them with ICMP Destination Unreachable. lan ignores echo requests
+(``icmp_echo_ignore_all``). dom0 has its own ``unreachable`` and ``prohibit`` routes for
+203.0.113.200/.201 and 2001:db8:3::200/::201, so those probes are refused by dom0's kernel.
 
-The prober runs inside P in a subprocess, ``ip netns exec P python -c SCRIPT SPEC``, which prints
-JSON: the simplest robust way to run threads and raw sockets inside a namespace (no setns in a
-threaded pytest process, and the same interpreter as the test run).
+The prober runs inside dom0 in a subprocess, ``ip netns exec <dom0> python -c SCRIPT SPEC``,
+which prints JSON: the simplest robust way to run threads and raw sockets inside a namespace (no
+setns in a threaded pytest process, and the same interpreter as the test run).
 """
 
 import importlib
@@ -32,7 +34,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:  # tests/conftest.py normally does this; keep the file runnable alone
     sys.path.insert(0, REPO)
 
-from tests.waiting import wait_until  # noqa: E402 (needs the repository on sys.path)
+from agent.lab import netns  # noqa: E402 (needs the repository on sys.path)
+from tests.kernel.labhelp import namespaces_with_prefix  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 _skip_unless_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("ip"),
@@ -43,17 +47,18 @@ def needs_root(test):
     """Mark a test as root-only (the ``root`` marker) and skip it, with the reason, without root."""
     return pytest.mark.root(_skip_unless_root(test))
 
-V4_NEAR = "192.0.2.2"            # R, on P's link
-V4_FAR = "198.51.100.1"          # R, routed
-V6_NEAR = "2001:db8:1::2"
-V6_FAR = "2001:db8:2::1"
-V4_SILENT = "198.51.100.2"       # S
-V6_SILENT = "2001:db8:2::2"
-V4_UNREACHABLE = "203.0.113.9"   # R answers Destination Unreachable
+DOM0_V4, DOM0_V6 = "192.0.2.2/24", "2001:db8:1::2/64"   # dom0's uplink addresses
+V4_NEAR = netns.GATEWAY4.split("/")[0]   # fw, on dom0's link
+V4_FAR = netns.FW_LAN4.split("/")[0]     # fw, routed
+V6_NEAR = netns.GATEWAY6.split("/")[0]
+V6_FAR = netns.FW_LAN6.split("/")[0]
+V4_SILENT = netns.LAN4.split("/")[0]     # lan
+V6_SILENT = netns.LAN6.split("/")[0]
+V4_UNREACHABLE = "198.51.100.9"          # fw answers Destination Unreachable
 V6_UNREACHABLE = "2001:db8:3::9"
-V4_NO_ROUTE = "203.0.113.200"    # P's own unreachable route
+V4_NO_ROUTE = "203.0.113.200"            # dom0's own unreachable route
 V6_NO_ROUTE = "2001:db8:3::200"
-V4_PROHIBITED = "203.0.113.201"  # P's own prohibit route
+V4_PROHIBITED = "203.0.113.201"          # dom0's own prohibit route
 V6_PROHIBITED = "2001:db8:3::201"
 ANSWERING = [V4_NEAR, V4_FAR, V6_NEAR, V6_FAR]
 
@@ -112,136 +117,95 @@ print(json.dumps(out))
 '''
 
 
-def sh(*argv):
-    """Run a command, raising with its stderr when it fails."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), proc.returncode, err.strip()))
-    return out
+def run_prober(topo, spec, timeout=60):
+    """Run SCRIPT in dom0 with ``spec``; the parsed JSON it printed."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", topo.ns("dom0"), sys.executable, "-c", SCRIPT, json.dumps(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError("prober subprocess hung; stderr: %s" % err)
+    assert proc.returncode == 0, "prober subprocess failed: %s" % err
+    return json.loads(out)
 
 
-class Topology(object):
-    """Names of the three namespaces and a way to run the prober inside P."""
-
-    def __init__(self, prefix):
-        self.p = prefix + "-p"
-        self.r = prefix + "-r"
-        self.s = prefix + "-s"
-
-    def run(self, spec, timeout=60):
-        """Run SCRIPT in P with ``spec``; the parsed JSON it printed."""
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.p, sys.executable, "-c", SCRIPT, json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError("prober subprocess hung; stderr: %s" % err)
-        assert proc.returncode == 0, "prober subprocess failed: %s" % err
-        return json.loads(out)
-
-    def round(self, key, targets, timeout):
-        """One probe() round in P: its ProbeDone as a dict (results, reasons, poster_is_caller)."""
-        out = self.run({"rounds": [{"key": key, "targets": targets, "timeout": timeout}]})
-        assert len(out["done"]) == 1, out
-        return out["done"][0]
+def probe_round(topo, key, targets, timeout):
+    """One probe() round in dom0: its ProbeDone as a dict (results, reasons, poster_is_caller)."""
+    out = run_prober(topo, {"rounds": [{"key": key, "targets": targets, "timeout": timeout}]})
+    assert len(out["done"]) == 1, out
+    return out["done"][0]
 
 
-def _ns_sysctl(ns, name, value):
-    """Set a per-namespace sysctl; False when the kernel does not have it."""
-    path = "/proc/sys/" + name.replace(".", "/")
-    if not os.path.exists(path):
+def _sysctl(topo, role, name, value):
+    """Set a per-namespace sysctl in ``role``; False when the kernel does not have it."""
+    if not os.path.exists("/proc/sys/" + name.replace(".", "/")):
         return False
-    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "%s=%s" % (name, value))
+    topo.exec(role, ["sysctl", "-q", "-w", "%s=%s" % (name, value)])
     return True
 
 
-def _build(topo):
-    """Create namespaces, veths, addresses and routes of the module docstring's topology."""
-    for ns in (topo.p, topo.r, topo.s):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        # No DAD anywhere, link-local addresses included, so v6 works as soon as links are up.
-        _ns_sysctl(ns, "net.ipv6.conf.all.accept_dad", 0)
-        _ns_sysctl(ns, "net.ipv6.conf.default.accept_dad", 0)
-    sh("ip", "-n", topo.p, "link", "add", "p0", "type", "veth", "peer", "name", "r0", "netns", topo.r)
-    sh("ip", "-n", topo.r, "link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", topo.s)
-    for ns, dev, v4, v6 in ((topo.p, "p0", "192.0.2.1/24", "2001:db8:1::1/64"),
-                            (topo.r, "r0", "192.0.2.2/24", "2001:db8:1::2/64"),
-                            (topo.r, "r1", "198.51.100.1/24", "2001:db8:2::1/64"),
-                            (topo.s, "s0", "198.51.100.2/24", "2001:db8:2::2/64")):
-        sh("ip", "-n", ns, "addr", "add", v4, "dev", dev)
-        sh("ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad")
-        sh("ip", "-n", ns, "link", "set", dev, "up")
-    sh("ip", "-n", topo.p, "route", "add", "default", "via", "192.0.2.2")
-    sh("ip", "-n", topo.p, "-6", "route", "add", "default", "via", "2001:db8:1::2")
-    sh("ip", "-n", topo.s, "route", "add", "default", "via", "198.51.100.1")
-    sh("ip", "-n", topo.s, "-6", "route", "add", "default", "via", "2001:db8:2::1")
-    _ns_sysctl(topo.r, "net.ipv4.ip_forward", 1)
-    _ns_sysctl(topo.r, "net.ipv6.conf.all.forwarding", 1)
-    # The kernel rate-limits ICMP errors (docs/kernel-behaviour.md §9): off in R, so every probe of an
+def _wire(topo):
+    """The firewall's VIF up with its gateway addresses; dom0's uplink addresses and default
+    routes (as the agent makes them); the unreachable and prohibit routes of the module doc."""
+    for role in ("dom0", "fw"):  # no DAD on the VIF's link-local addresses: v6 works at once
+        _sysctl(topo, role, "net.ipv6.conf.default.accept_dad", 0)
+    topo.vm_started(1, "xapi0")
+    topo.ip("dom0", batch=[
+        "addr add %s dev xapi0" % DOM0_V4, "addr add %s dev xapi0 nodad" % DOM0_V6,
+        "route add default via %s" % V4_NEAR, "route add default via %s" % V6_NEAR,
+        "route add unreachable %s/32" % V4_NO_ROUTE, "route add unreachable %s/128" % V6_NO_ROUTE,
+        "route add prohibit %s/32" % V4_PROHIBITED, "route add prohibit %s/128" % V6_PROHIBITED])
+    topo.ip("fw", batch=["route add unreachable %s/32" % V4_UNREACHABLE,
+                         "route add unreachable %s/128" % V6_UNREACHABLE])
+    # The kernel rate-limits ICMP errors (docs/kernel-behaviour.md §9): off in fw, so every probe of an
     # unreachable target gets its Destination Unreachable, whatever ran just before.
-    _ns_sysctl(topo.r, "net.ipv4.icmp_ratelimit", 0)
-    _ns_sysctl(topo.r, "net.ipv6.icmp.ratelimit", 0)
-    sh("ip", "-n", topo.r, "route", "add", "unreachable", V4_UNREACHABLE + "/32")
-    sh("ip", "-n", topo.r, "-6", "route", "add", "unreachable", V6_UNREACHABLE + "/128")
-    sh("ip", "-n", topo.p, "route", "add", "unreachable", V4_NO_ROUTE + "/32")
-    sh("ip", "-n", topo.p, "-6", "route", "add", "unreachable", V6_NO_ROUTE + "/128")
-    sh("ip", "-n", topo.p, "route", "add", "prohibit", V4_PROHIBITED + "/32")
-    sh("ip", "-n", topo.p, "-6", "route", "add", "prohibit", V6_PROHIBITED + "/128")
-
-
-def _links_up(topo):
-    """True when every veth end reports carrier (LOWER_UP)."""
-    for ns, dev in ((topo.p, "p0"), (topo.r, "r0"), (topo.r, "r1"), (topo.s, "s0")):
-        if "LOWER_UP" not in sh("ip", "-n", ns, "-o", "link", "show", "dev", dev):
-            return False
-    return True
+    _sysctl(topo, "fw", "net.ipv4.icmp_ratelimit", 0)
+    _sysctl(topo, "fw", "net.ipv6.icmp.ratelimit", 0)
 
 
 def _silence(topo):
-    """Make S ignore echo requests, v4 and v6."""
-    _ns_sysctl(topo.s, "net.ipv4.icmp_echo_ignore_all", 1)
-    if not _ns_sysctl(topo.s, "net.ipv6.icmp.echo_ignore_all", 1):
-        # Older kernels (< 4.18) lack the v6 knob: drop S's replies towards P instead.
-        sh("ip", "-n", topo.s, "-6", "route", "add", "blackhole", "2001:db8:1::/64")
+    """Make lan ignore echo requests, v4 and v6."""
+    _sysctl(topo, "lan", "net.ipv4.icmp_echo_ignore_all", 1)
+    if not _sysctl(topo, "lan", "net.ipv6.icmp.echo_ignore_all", 1):
+        # Older kernels (< 4.18) lack the v6 knob: drop lan's replies towards dom0 instead.
+        topo.ip("lan", "-6", "route", "add", "blackhole", str(ipaddress.ip_interface(DOM0_V6).network))
 
 
 @pytest.fixture(scope="module")
 def topo():
-    """The three-namespace topology; always removed, also when building it fails."""
+    """The lab's topology wired as in the module doc; always removed, also when building it fails."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and iproute2 `ip`")
-    topo = Topology("sspn-pr-%d-%06x" % (os.getpid(), random.getrandbits(24)))
+    topo = netns.Topology()
     try:
         try:
-            _build(topo)
-        except RuntimeError as exc:
-            if "netns" in str(exc) and not os.path.exists("/var/run/netns/" + topo.p):
+            topo.create()
+        except netns.TopologyError as exc:
+            if "ip netns add" in str(exc):
                 pytest.skip("cannot create network namespaces here: %s" % exc)
             raise
-        wait_until(lambda: _links_up(topo), 10, message="veth carrier in %s" % topo.p)
+        _wire(topo)
         # Ready (and the silent host is reachable, so its later silence is meaningful): every
-        # host answers, including S before it is silenced. Neighbour discovery may need a try.
+        # host answers, including lan before it is silenced. Neighbour discovery may need a try.
         everyone = ANSWERING + [V4_SILENT, V6_SILENT]
-        wait_until(lambda: all(topo.run({"once": everyone, "timeout": 1.0})["once"].values()),
-                   15, interval=0.1, message="every host answering from %s" % topo.p)
+        wait_until(lambda: all(run_prober(topo, {"once": everyone, "timeout": 1.0})["once"].values()),
+                   15, interval=0.1, message="every host answering from %s" % topo.dom0)
         _silence(topo)
         yield topo
     finally:
-        for ns in (topo.p, topo.r, topo.s):
-            subprocess.call(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        topo.cleanup()
+    leftovers = namespaces_with_prefix(topo.prefix + "-")
+    assert not leftovers, "namespaces left behind: %s" % leftovers
 
 
 @needs_root
 def test_v4_and_v6_targets_answer(topo):
     """Answering v4 and v6 hosts, on-link and routed, are reported True with no reasons."""
-    done = topo.round("gw", ANSWERING, 2.0)
+    done = probe_round(topo, "gw", ANSWERING, 2.0)
     assert done["kind"] == "probe_done"
     assert done["key"] == "gw"
     assert done["results"] == dict((t, True) for t in ANSWERING)
@@ -251,7 +215,7 @@ def test_v4_and_v6_targets_answer(topo):
 @needs_root
 def test_probe_once_returns_answers_synchronously(topo):
     """probe_once blocks and returns {target: answered} without posting anything."""
-    out = topo.run({"once": [V4_NEAR, V6_NEAR, V4_SILENT], "timeout": 1.0})
+    out = run_prober(topo, {"once": [V4_NEAR, V6_NEAR, V4_SILENT], "timeout": 1.0})
     assert out["once"] == {V4_NEAR: True, V6_NEAR: True, V4_SILENT: False}
     assert out["done"] == [] and out["extra_events"] == 0
 
@@ -259,7 +223,7 @@ def test_probe_once_returns_answers_synchronously(topo):
 @needs_root
 def test_silent_targets_time_out(topo):
     """Hosts that ignore echo requests (v4 and v6) are reported False with reason "timeout"."""
-    done = topo.round("storage", [V4_SILENT, V6_SILENT], 1.0)
+    done = probe_round(topo, "storage", [V4_SILENT, V6_SILENT], 1.0)
     assert done["results"] == {V4_SILENT: False, V6_SILENT: False}
     assert done["reasons"] == {V4_SILENT: "timeout", V6_SILENT: "timeout"}
 
@@ -270,7 +234,7 @@ def test_unreachable_behind_router_fails_early_with_reason(topo):
 
     The timeout is long; the reason proves the probe ended on the ICMP error, not on the timeout.
     """
-    done = topo.round("gw", [V4_UNREACHABLE, V6_UNREACHABLE], 10.0)
+    done = probe_round(topo, "gw", [V4_UNREACHABLE, V6_UNREACHABLE], 10.0)
     assert done["results"] == {V4_UNREACHABLE: False, V6_UNREACHABLE: False}
     assert done["reasons"] == {V4_UNREACHABLE: "unreachable", V6_UNREACHABLE: "unreachable"}
 
@@ -279,7 +243,7 @@ def test_unreachable_behind_router_fails_early_with_reason(topo):
 def test_local_route_refusals_are_named(topo):
     """Our own kernel refusing to send gives "no route" (unreachable route) or "prohibited"."""
     targets = [V4_NO_ROUTE, V6_NO_ROUTE, V4_PROHIBITED, V6_PROHIBITED]
-    done = topo.round("gw", targets, 10.0)
+    done = probe_round(topo, "gw", targets, 10.0)
     assert done["results"] == dict((t, False) for t in targets)
     assert done["reasons"] == {V4_NO_ROUTE: "no route", V6_NO_ROUTE: "no route",
                                V4_PROHIBITED: "prohibited", V6_PROHIBITED: "prohibited"}
@@ -290,7 +254,7 @@ def test_mixed_round_posts_one_probedone_with_every_target(topo):
     """Many targets of every kind, probed concurrently, come back in ONE ProbeDone with all keys,
     posted from a prober thread (not the caller's)."""
     targets = ANSWERING + [V4_SILENT, V6_SILENT, V4_UNREACHABLE, V6_UNREACHABLE, V4_NO_ROUTE]
-    out = topo.run({"rounds": [{"key": "all", "targets": targets, "timeout": 1.0}]})
+    out = run_prober(topo, {"rounds": [{"key": "all", "targets": targets, "timeout": 1.0}]})
     assert len(out["done"]) == 1 and out["extra_events"] == 0
     done = out["done"][0]
     assert done["poster_is_caller"] is False
@@ -314,7 +278,7 @@ def test_concurrent_rounds_do_not_mix_results(topo):
         {"key": "e", "targets": [V4_FAR, V6_FAR, V4_NEAR, V6_NEAR], "timeout": 1.0},
         {"key": "f", "targets": [V4_NEAR], "timeout": 1.0},
     ]
-    out = topo.run({"rounds": rounds})
+    out = run_prober(topo, {"rounds": rounds})
     assert out["extra_events"] == 0
     by_key = dict((d["key"], d) for d in out["done"])
     assert sorted(by_key) == sorted(r["key"] for r in rounds)
@@ -329,7 +293,7 @@ def test_permission_failure_counts_as_silent_and_logs_once(topo):
     prober keeps working (every round still posts), and the problem is logged once."""
     rounds = [{"key": "a", "targets": [V4_NEAR, V6_NEAR], "timeout": 1.0},
               {"key": "b", "targets": [V4_FAR], "timeout": 1.0}]
-    out = topo.run({"as_nobody": True, "rounds": rounds})
+    out = run_prober(topo, {"as_nobody": True, "rounds": rounds})
     by_key = dict((d["key"], d) for d in out["done"])
     assert by_key["a"]["results"] == {V4_NEAR: False, V6_NEAR: False}
     assert by_key["a"]["reasons"] == {V4_NEAR: "permission", V6_NEAR: "permission"}
@@ -342,7 +306,7 @@ def test_permission_failure_counts_as_silent_and_logs_once(topo):
 def test_close_joins_rounds_and_refuses_new_probes(topo):
     """close() waits for the running round (which still posts its ProbeDone), leaves no probe
     thread behind, and a probe() after close starts nothing."""
-    out = topo.run({"close_at_once": True,
+    out = run_prober(topo, {"close_at_once": True,
                     "rounds": [{"key": "a", "targets": [V4_SILENT, V4_NEAR], "timeout": 1.0}]})
     assert out["closed"] is True
     assert out["running_after_close"] == 0

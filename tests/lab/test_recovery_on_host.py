@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from agent.lab.harness import CONFIG, FAST_TIMING, FIREWALL, Host
+from agent.lab.harness import FIREWALL, Host
 from tests.faults import invariants as inv
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
@@ -27,12 +27,12 @@ def trace_effects(host, prefix):
 
 
 def config_with(host, *replacements):
-    """The harness's agent.toml for this host with (old, new) replaced once each."""
-    text = CONFIG.format(socket=host.sim.socket_path, local_db=host.sim.local_db_path, firewall=FIREWALL,
-                         probe="true", dir=host.dir, timing=FAST_TIMING)
+    """The agent.toml the host writes by default, with (old, new) replaced; each old text once in it."""
+    with open(host.write_config()) as f:
+        text = f.read()
     for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new, 1)
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
     return text
 
 
@@ -77,7 +77,8 @@ def test_pbd_plug_failing_five_times_then_plugged():
         assert [p["result"].split(":")[0] for p in plugs] == ["failed"] * 5 + ["ok"]
         assert all("SR_BACKEND_FAILURE" in p["result"] for p in plugs[:5])
         # Backoff grows: failure n waits base * 2**(n-1), capped, times a jitter in [0.5, 1]
-        # (FAST_TIMING: base 0.2 s, cap 2 s; below the cap each delay is at least the last).
+        # (the lab's timings, agent/lab/rehearsal.py LAB_TIMING: base 0.2 s, cap 2 s; below the
+        # cap each delay is at least the last).
         delays = [p["retry_in"] for p in plugs[:5]]
         raw = [min(2.0, 0.2 * 2 ** n) for n in range(5)]
         assert all(0.5 * r - 0.001 <= d <= r + 0.001 for d, r in zip(delays, raw)), delays
@@ -100,7 +101,7 @@ def test_autostart_in_integer_order_and_never_auto_poweron_false():
 def test_ipv6_only_storage_target():
     with Host() as host:
         inv.plant_foreign(host)
-        host.config_text = config_with(host, ('uuid = "%s"' % SR, 'uuid = "%s"\nprobe = ["%s"]' % (SR, STORAGE6)))
+        host.config_text = config_with(host, ("probe = []", 'probe = ["%s"]' % STORAGE6))  # [[sr]]'s
         host.sim.storage_probe = lambda device_config: host.ping(STORAGE6)   # the mount goes over v6
         host.topology.ip("lan", "-4", "route", "del", "default")             # no way back over v4
         host.sim.vm_start(FIREWALL)
