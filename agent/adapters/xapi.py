@@ -196,11 +196,12 @@ class XapiAdapter(Xapi):
             if (error_details(exc) or [""])[0] in EMERGENCY_HINTS and self._config.xapi.is_local \
                     and in_emergency_mode(self._config.xapi):
                 text = EMERGENCY_TEXT % text
+            untold = self._lost is None   # an outage that began with a cut event.from reply
             self._lost = text
             delay = retry.failed(text, fast=is_transport_error(exc))
-            log.log(logging.WARNING if retry.loud else logging.DEBUG,
+            log.log(logging.WARNING if retry.loud or untold else logging.DEBUG,
                     "XAPI unavailable (%s), retrying in %.1f s", text, delay)
-            if retry.loud:  # the fast attempts right after a loss say nothing new
+            if retry.loud or untold:  # the fast attempts right after a loss say nothing new
                 self._emit(XapiLost(text))
             self._wait(delay)
             return None

@@ -238,3 +238,21 @@ def test_unreadable_password_file_is_reported_not_crashed(sim, scratch_dir, star
     adapter.request(w.ListAutostart())
     done = recorder.wait_kind("action_done")
     assert done.ok is False and secret in done.error[0]
+
+
+def test_an_outage_that_begins_with_a_cut_reply_is_reported(sim, connected):
+    """xapi goes away while its event.from reply is on the wire (a malformed reply reaches the
+    watcher), and the resync that follows is refused: the machine is told XAPI is lost at
+    once, not only when the fast reconnect window is over; then XapiConnected."""
+    _, recorder, _world = connected
+    take = sim.take_event_garbage
+
+    def reply_then_go_away():
+        value = take()
+        if value is not None:
+            sim.toolstack_restart(2.0)   # listeners closed; this reply still goes out
+        return value
+    sim.take_event_garbage = reply_then_go_away
+    sim.event_garbage(1)
+    assert recorder.wait_kind("xapi_lost").error
+    recorder.wait_kind("xapi_connected")

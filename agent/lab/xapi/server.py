@@ -85,19 +85,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             payload, after = frontend.handle(body, self.server.transport)
         except Disconnect:
             # xapi went away mid-call: the client sees the connection drop, no reply.
+            self.busy = False
             self.close_connection = True
             self._shutdown()
             return
+        except BaseException:
+            self.busy = False
+            raise
+        try:
+            # still busy while the reply goes out: stop() must not cut it after its headers
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "X-Requested-With")
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
         finally:
             self.busy = False
-        self.send_response(200)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Allow-Headers", "X-Requested-With")
-        self.end_headers()
-        self.wfile.write(payload)
-        self.wfile.flush()
         if frontend.epoch != self.epoch or not frontend.up:
             self.close_connection = True
         for action in after:
