@@ -183,11 +183,19 @@ class NetnsEnv(_Env):
 
     def silence_gateways(self, gone):
         """The firewall no longer holds these gateway addresses [(bridge, "a/p")]."""
+        self._silenced = getattr(self, "_silenced", [])
         for line in self.topology.ip("fw", "-o", "addr", "show").splitlines():
             words = line.split()
             for _bridge, text in gone:
                 if len(words) > 3 and words[3] == text:
                     self.topology.ip("fw", "addr", "del", text, "dev", words[1])
+                    self._silenced.append((words[1], text))
+
+    def restore_gateways(self):
+        """The firewall holds the gateway addresses ``silence_gateways`` took away again."""
+        for device, text in getattr(self, "_silenced", []):
+            self.topology.ip("fw", "addr", "add", text, "dev", device.split("@")[0])
+        self._silenced = []
 
     def delete_addresses(self, pairs):
         """Someone deletes addresses [(ifname, "a/p")] in dom0."""

@@ -159,6 +159,10 @@ class MemoryEnv(_Env):
         """The firewall no longer answers on these gateway addresses [(bridge, "a/p")]."""
         self.silent = getattr(self, "silent", set()) | set(t.split("/")[0] for _b, t in gone)
 
+    def restore_gateways(self):
+        """The firewall answers on every gateway address again."""
+        self.silent = set()
+
     def delete_addresses(self, pairs):
         """Someone deletes addresses [(ifname, "a/p")]."""
         for ifname, text in pairs:

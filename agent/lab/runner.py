@@ -31,7 +31,7 @@ from agent.lab.envs import WAIT_TIMEOUT, NetnsUnavailable
 
 SCENARIOS = ("cold-boot", "firewall-reboot", "toolstack-restart", "late-storage",
              "maintenance-lockout", "flush", "carp-failover", "one-firewall-down",
-             "firewall-stops-later", "route-failover", "silent-gateway6",
+             "firewall-stops-later", "route-failover", "silent-gateway6", "gateway-falls-silent",
              "self-enable", "enable-refused", "evacuated",
              "autostart-race", "slow-plug", "nfs-late", "member-emergency")
 FORCE_MEMORY_ENV = "SSPN_LAB_IN_MEMORY"   # "1": the in-memory kernel model even as root

@@ -18,7 +18,7 @@ from agent.lab.rehearsal import (LAN4_IP, SILENT_PROBES, Lab, LabFailure, PlanEr
 from agent.lab.scenarios_basic import (cold_boot, firewall_reboot, flush, late_storage,
                                        maintenance_lockout, toolstack_restart)
 from agent.lab.scenarios_several import (SEVERAL_SCENARIOS, applicable, carp_failover,  # noqa: F401
-                                         firewall_stops_later, one_firewall_down,
+                                         firewall_stops_later, gateway_falls_silent, one_firewall_down,
                                          plan_for_scenario, route_failover, several_plan,
                                          silent_gateway6)
 from agent.lab.scenarios_xapi import (autostart_race, enable_refused, evacuated, member_emergency,
@@ -36,6 +36,7 @@ SCENARIOS = collections.OrderedDict((
     ("firewall-stops-later", firewall_stops_later),
     ("route-failover", route_failover),
     ("silent-gateway6", silent_gateway6),
+    ("gateway-falls-silent", gateway_falls_silent),
     ("self-enable", self_enable),
     ("enable-refused", enable_refused),
     ("evacuated", evacuated),

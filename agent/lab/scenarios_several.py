@@ -56,6 +56,8 @@ def applicable(config):
             out.append("route-failover")
     if config.route.probe and config.route_candidates(4) and config.route_candidates(6):
         out.append("silent-gateway6")
+    if config.route.probe and len(config.route_candidates(4)) > 1:
+        out.append("gateway-falls-silent")
     return out
 
 
@@ -191,5 +193,31 @@ def silent_gateway6(lab):
             lab.fail("the trace says %s answered" % what)
 
 
+def gateway_falls_silent(lab):
+    """From HEALTHY, the preferred network's firewall keeps running but its IPv4 gateway stops
+    answering: the agent's recheck notices, names gateway4 and moves the IPv4 default route to
+    the next network; the gateway answers again: the route comes back, the problem goes."""
+    lab.start_agent()
+    lab.act("start the firewalls", lambda: [lab.sim.vm_start(b.vms[0]) for b in lab.config.bindings])
+    lab.wait_healthy(lab.fault_at, kernel=True)
+    (first, gateway), (second, other) = [(lab.config.bindings[i], gw)
+                                         for i, gw in lab.config.route_candidates(4)[:2]]
+    home = (str(gateway), lab.env.bridge_of[first.network])
+    away = (str(other), lab.env.bridge_of[second.network])
+    prefix = [a for a in first.addresses if a.version == 4][0].network.prefixlen
+    lab.wait_for(lambda: _default_routes(lab).get(4) == home, "the IPv4 default route via %s" % first.network)
+    t = lab.act("the firewall of %s stops answering on %s (it keeps running)" % (first.network, gateway),
+                lambda: lab.env.silence_gateways([(home[1], "%s/%d" % (gateway, prefix))]),
+                fault="gateway silent")
+    lab.wait_for(lambda: _default_routes(lab).get(4) == away and "gateway4" in lab.status().get("problems", {}),
+                 "the IPv4 default route via %s and gateway4 named" % second.network)
+    lab.note("silent_to_failover", round(lab.now() - t, 3))
+    t = lab.act("the gateway %s answers again" % gateway, lab.env.restore_gateways, fault="gateway back")
+    lab.wait_for(lambda: _default_routes(lab).get(4) == home and "gateway4" not in lab.status().get("problems", {}),
+                 "the IPv4 default route back via %s" % first.network)
+    lab.note("answers_to_return", round(lab.now() - t, 3))
+    lab.wait_healthy(t, kernel=True)
+
+
 SEVERAL_SCENARIOS = ("carp-failover", "one-firewall-down", "firewall-stops-later", "route-failover",
-                     "silent-gateway6")
+                     "silent-gateway6", "gateway-falls-silent")

@@ -66,6 +66,18 @@ def test_carp_pair_with_each_vm_down_in_turn():
     assert "carp_pfsense_down" in run["summary"] and "carp_pfsense-carp_down" in run["summary"]
 
 
+def test_a_gateway_that_falls_silent_after_healthy_moves_the_route_and_gets_it_back():
+    """The preferred firewall keeps running but stops answering on its IPv4 gateway: the
+    recheck notices, the IPv4 route moves (traced with the route it replaced) and comes back
+    once the gateway answers again."""
+    run = _run("gateway-falls-silent")
+    assert "silent_to_failover" in run["summary"] and "answers_to_return" in run["summary"]
+    moved = [w for w, _r in _effects(run) if w.startswith("default via 100.64.0.1")]
+    assert any("instead of default via 192.0.2.1 dev" in w for w in moved), moved
+    silent = [r for w, r in _effects(run) if w.startswith("probe gateway4 192.0.2.1")]
+    assert any(r.startswith("no answer") for r in silent) and silent[-1] == "answered", silent
+
+
 def test_silent_v6_gateway_with_v4_answering():
     """No IPv6 gateway answers, IPv4 does: HEALTHY over IPv4, gateway6 named silent, and the
     trace never says an IPv6 gateway answered (checked by the scenario, again here)."""
