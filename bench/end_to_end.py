@@ -175,7 +175,7 @@ def model(host, replug=False):
 
 
 def model_event(proc, what):
-    line = proc.wait_line(lambda l: '"what": "%s"' % what in l)
+    line = proc.wait_line(lambda text: '"what": "%s"' % what in text)
     return json.loads(line)["t"] if line else None
 
 
@@ -235,7 +235,7 @@ class Bench(object):
         self.host.topology.fw_answer_delay = delay
         self.host.topology.fw_answering_from = None
         pinger = Dom0Process(self.host, ["-c", PINGER, NFS_SERVER, str(DEADLINE)])
-        pinger.wait_line(lambda l: l == "ready")
+        pinger.wait_line(lambda text: text == "ready")
         time.sleep(0.05)
         self.sim.vm_start(FIREWALL)
         t0 = self.vm_started[-1]
@@ -246,7 +246,7 @@ class Bench(object):
             t0 = self.host.topology.fw_answering_from
         plugged = self.calls.first("plug", self.vm_started[-1])
         requested = self.calls.first("plug", self.vm_started[-1], end=False)
-        line = pinger.wait_line(lambda l: l != "ready")
+        line = pinger.wait_line(lambda text: text != "ready")
         pinger.stop()
         if pred is not None:
             pred.stop()

@@ -250,7 +250,9 @@ def main():
         sys.exit("kernel_latency needs root and iproute2 (network namespaces)")
     if args.bridge == "both":
         return both(args)
-    results = {"method": "bench/rtm_listener.py in dom0 (own process, SCHED_FIFO) stamps each datagram with time.monotonic() at recv; parsed by pyroute2", "runs": args.runs, "bridge": args.bridge}
+    results = {"method": "bench/rtm_listener.py in dom0 (own process, SCHED_FIFO) stamps each "
+                         "datagram with time.monotonic() at recv; parsed by pyroute2",
+               "runs": args.runs, "bridge": args.bridge}
     print("bridges: %s" % args.bridge, file=sys.stderr)
     with Host(probe=False, bridge=args.bridge) as host:
         topo, sim = host.topology, host.sim

@@ -90,9 +90,9 @@ def carp_failover(lab):
         max(len(b.vms) for b in lab.config.bindings))]
     for down, up in ((first.vms[0], first.vms[1]), (first.vms[1], first.vms[0])):
         if lab.sim.state()["vms"][up]["power_state"] != "Running":
-            lab.act("start VM %s" % up, lambda: lab.sim.vm_start(up))
+            lab.act("start VM %s" % up, lambda up=up: lab.sim.vm_start(up))
         t = lab.act("stop VM %s (its CARP peer %s keeps the gateway)" % (down, up),
-                    lambda: lab.sim.vm_stop(down), fault="%s stopped" % down)
+                    lambda down=down: lab.sim.vm_stop(down), fault="%s stopped" % down)
         lab.wait_status(lambda s: s.get("state") == "HEALTHY" and _serves(lab, first.network)
                         and not lab.env.kernel_missing(), "HEALTHY with %s down" % down)
         lab.healthy_time = lab.now()

@@ -126,7 +126,7 @@ class Startup(object):
                 continue
             sr = self.db.get("PBD", pbd, "SR")
             vdis = set(self.db.get("SR", sr, "VDIs"))
-            for vm, rec in self.db.records("VM").items():
+            for rec in self.db.records("VM").values():
                 # Helpers.is_xha_protected_r: ha_always_run && ha_restart_priority = "restart"
                 if not (rec["ha_always_run"] and rec["ha_restart_priority"] == "restart"):
                     continue
