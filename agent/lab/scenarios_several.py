@@ -54,10 +54,10 @@ def applicable(config):
         if all(len(config.route_candidates(f)) > 1 for f in (4, 6) if config.route_candidates(f)) \
                 and any(config.route_candidates(f) for f in (4, 6)):
             out.append("route-failover")
+            if config.route.probe and len(config.route_candidates(4)) > 1:
+                out.append("gateway-falls-silent")
     if config.route.probe and config.route_candidates(4) and config.route_candidates(6):
         out.append("silent-gateway6")
-    if config.route.probe and len(config.route_candidates(4)) > 1:
-        out.append("gateway-falls-silent")
     return out
 
 
