@@ -211,6 +211,8 @@ def test_a_second_vm_taking_the_firewall_label_does_not_win(host):
     try:
         host.stop_agent()               # the next start resolves the label again
         host.start_agent(append=True)
+        # until the new agent writes, status.json is the previous agent's (its DEGRADED counted)
+        host.wait(lambda s: s.get("pid") == host.agent.pid, "the new agent's status", DEADLINE)
         wait_until(lambda: "carry the label 'pfsense': keeping VM %s" % firewall in _log(host),
                    DEADLINE, message="the journal to report the second VM")
         assert_nothing_lost(host)
