@@ -16,6 +16,9 @@ long-polls 30 s, backoff cap 60 s). Once HEALTHY:
          - a firewall that never answers: its VM runs, its end of the VIF is up, its
            addresses never come (agent/lab/netns.py fw_answer_delay);
          - storage that never answers: its link is down and its PBD detached;
+         - storage whose host is up but refuses its service's ports (the NAS's nfsd never
+           starts): the refused rounds of agent/decision/schedule.py, REFUSED_STEP apart for
+           REFUSED_WINDOW, then probe_timeout apart; each part reported on its own;
          - XAPI away: a toolstack restart that lasts longer than S;
          reported per hour as if the wait went on at that rate (the fast phases are once per
          change, so this overstates a long wait).
@@ -32,6 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from agent.decision.schedule import REFUSED_WINDOW  # noqa: E402
 from agent.lab.harness import Host  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -99,6 +103,12 @@ def waiting(host, pid, seconds):
     host.sim.pbd_unplug("5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01")
     out["waiting_storage"] = window(pid, seconds)
     out["waiting_storage"]["state"] = host.status().get("state")
+    host.storage.stop()                         # nfsd never starts; the NAS answers ping
+    host.topology.ip("lan", "link", "set", "eth0", "up")
+    out["waiting_service_window"] = window(pid, REFUSED_WINDOW)
+    out["waiting_service_after"] = window(pid, seconds)
+    out["waiting_service_after"]["state"] = host.status().get("state")
+    host.storage.start()
     host.sim.toolstack_restart(seconds + 30.0)
     out["waiting_xapi"] = window(pid, seconds)
     return out
@@ -136,7 +146,8 @@ def main():
     else:
         print("footprint of `agent run` (python %s)" % result["python"])
         for key in ("idle", "quiet_reference", "churn_1000_vms", "waiting_firewall",
-                    "waiting_storage", "waiting_xapi"):
+                    "waiting_storage", "waiting_service_window", "waiting_service_after",
+                    "waiting_xapi"):
             if key in result:
                 print("  %-16s %s" % (key, json.dumps(result[key], sort_keys=True)))
 

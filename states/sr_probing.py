@@ -43,10 +43,14 @@ def handle_event(ctx, event):
             if pbd is not None and not pbd.attached:
                 ctx.request(PlugPbd(pbd.ref, sr.uuid))
         else:
-            ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
-            if ctx.probe_counts(event.key):  # the fast rounds after a change do not count
+            counts = ctx.probe_counts(event.key)  # the fast rounds after a change do not count
+            delay = ctx.next_probe_in(event.key)
+            said = "refused: host up, service not" if event.refusing() else "no answer"
+            ctx.effect("probe %s (%s)" % (event.key, targets), said, ok=False,
+                       retry_in=round(delay, 3))
+            if counts:
                 ctx.retries[event.key].failed("storage target %s not answering" % targets)
-            ctx.arm("probe:" + event.key, ctx.next_probe_in(event.key))
+            ctx.arm("probe:" + event.key, delay)
     else:
         reply(ctx, event)
 

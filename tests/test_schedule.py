@@ -4,7 +4,8 @@ fast right after a loss, then backing off; and the Agent's use of both."""
 import random
 
 from agent.decision import events as ev
-from agent.decision.schedule import FAST_PERIOD, FAST_WINDOW, FIRST_STEP, ProbeSchedule, ReconnectSchedule
+from agent.decision.schedule import (FAST_PERIOD, FAST_WINDOW, FIRST_STEP, REFUSED_STEP, REFUSED_WINDOW,
+                                     ProbeSchedule, ReconnectSchedule)
 from memworld import SR, MemWorld
 
 
@@ -208,3 +209,56 @@ def test_carrier_abandons_the_gateway_round_whose_echoes_waited_in_the_forgotten
     w.agent.post(ev.ProbeDone("gateway", dict((t, True) for t in held[1][1])))
     w.agent.run_pending()
     assert w.agent.state != "ROUTED"
+
+
+def test_a_run_of_refusals_is_timed_from_its_first_round_and_ends_with_any_other_outcome():
+    s = ProbeSchedule(5.0, refused_window=10.0)
+    assert not s.service_starting("sr:x", 0.0)
+    s.round_ended("sr:x", True, 100.0)
+    s.round_ended("sr:x", True, 105.0)
+    assert s.service_starting("sr:x", 109.9) and not s.service_starting("sr:x", 110.0)
+    assert not s.service_starting("sr:y", 101.0)
+    s.round_ended("sr:x", False, 111.0)
+    s.round_ended("sr:x", True, 112.0)        # a new run: its own window
+    assert s.service_starting("sr:x", 121.9)
+
+
+NFS = ("198.51.100.10:2049", "198.51.100.10:111")
+
+
+def _world_whose_storage_service_refuses(seconds):
+    w = MemWorld(vm_running=True, start=False)
+    w.prober.services_down.update(NFS)         # the NAS is up, its nfsd is not
+    w.rounds = []
+    probe = w.prober.probe
+
+    def timed(key, targets, timeout):
+        if key.startswith("sr:"):
+            w.rounds.append(w.clock.now)
+        probe(key, targets, timeout)
+    w.prober.probe = timed
+    w.boot()
+    w.settle(max_time=seconds)
+    return w
+
+
+def test_storage_whose_service_refuses_is_probed_every_refused_step_and_no_round_counts():
+    w = _world_whose_storage_service_refuses(REFUSED_WINDOW - 10.0)
+    gaps = [round(b - a, 6) for a, b in zip(w.rounds, w.rounds[1:])]
+    assert gaps[:2] == [0.1, 0.2] and set(gaps[2:]) == {REFUSED_STEP}
+    assert w.agent.state == "SR_PROBING" and not w.agent.reasons   # budget 3, nothing spent
+    assert any("refused: host up, service not" in str(e) for e in w.report.effects)
+    w.prober.services_down.clear()             # nfsd answers
+    answered_at = w.clock.wall()
+    w.settle(max_time=5.0)
+    plugged = [t for t in w.report.effects if "PBD.plug" in t["what"] and t["result"] == "ok"]
+    assert plugged and plugged[0]["time"] - answered_at <= REFUSED_STEP + 1e-6
+
+
+def test_after_the_window_a_refusing_service_is_probed_at_probe_timeout_and_spends_the_budget():
+    w = _world_whose_storage_service_refuses(REFUSED_WINDOW + 60.0)
+    late = [round(b - a, 6) for a, b in zip(w.rounds, w.rounds[1:]) if a > 1000.0 + REFUSED_WINDOW + 1]
+    assert late and set(late) == {w.config.timing.probe_timeout}
+    assert w.agent.state == "DEGRADED" and ("sr:" + SR) in w.agent.reasons
+    entered = [t["time"] for t in w.report.transitions if t["to"] == "DEGRADED"]
+    assert entered[0] - w.clock.wall() >= w.rounds[0] + REFUSED_WINDOW - w.clock.now

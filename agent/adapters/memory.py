@@ -371,7 +371,10 @@ class MemoryProber(Prober):
 
     def probe(self, key, targets, timeout):
         self.rounds.append((key, tuple(targets)))
-        self.post(ev.ProbeDone(key, dict((t, self.answers(t)) for t in targets)))
+        from agent.decision.sm_targets import split_target
+        refused = [t for t in targets if t in self.services_down
+                   and (t in self.reachable or split_target(t)[0] in self.reachable)]
+        self.post(ev.ProbeDone(key, dict((t, self.answers(t)) for t in targets), refused))
 
 
 class MemoryReport(Report):

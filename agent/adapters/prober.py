@@ -388,7 +388,8 @@ class IcmpProber(Prober):
                 log.debug("probe %s: %s did not answer: %s (%s)", key, text, outcome.reason,
                           outcome.detail)
         try:
-            self._post(ProbeDone(key, dict((t, o.answered) for t, o in outcomes.items())))
+            self._post(ProbeDone(key, dict((t, o.answered) for t, o in outcomes.items()),
+                                 [t for t, o in outcomes.items() if o.reason == REFUSED]))
         except Exception:
             log.exception("posting ProbeDone for %s failed, ignoring", key)
 

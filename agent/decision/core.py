@@ -20,7 +20,7 @@ from agent.decision import machine as m
 from agent.report import notify
 from agent.decision.facts import Facts
 from agent.report.repeats import Repeats
-from agent.decision.schedule import ProbeSchedule
+from agent.decision.schedule import REFUSED_STEP, ProbeSchedule
 from agent.decision.timers import Retries, Timers
 from agent.decision.world import PublishState, diff_views
 
@@ -149,6 +149,8 @@ class Agent(object):
                 return
         if isinstance(event, (ev.NeighbourChanged, ev.KernelChanged, ev.CarrierUp)):
             self._probe_hint(event)
+        elif isinstance(event, ev.ProbeDone):
+            self.schedule.round_ended(event.key, event.refusing(), self.clock.monotonic())
         self.facts.apply(event)
         keeper.fold(self, event)
         late = isinstance(event, ev.ActionDone) and self._late_reply(event)
@@ -388,12 +390,15 @@ class Agent(object):
             # again -- but rounds start at least probe_timeout apart, so a path that fails
             # at once costs at most one echo per probe_timeout.
             step = min(step, self.config.timing.probe_timeout)
+            if self.schedule.service_starting(key, self.clock.monotonic()):
+                step = min(step, REFUSED_STEP)   # its host is up: the service is the change
         return max(0.0, step - elapsed)
 
     def probe_counts(self, key):
         """True when a failed round of ``key`` counts against its retry budget: only rounds
         at the full probe_interval do, so the fast ones never bring DEGRADED sooner."""
-        return self.schedule.settled(key)
+        return (self.schedule.settled(key)
+                and not self.schedule.service_starting(key, self.clock.monotonic()))
 
     def route_writing(self, bridge):
         """A default route via ``bridge`` is about to be installed: probes start fast again,

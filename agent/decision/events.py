@@ -318,17 +318,26 @@ class RouteRemoved(Event):
 @_kind("probe_done")
 @attr.s(frozen=True, slots=True)
 class ProbeDone(Event):
-    """One round of probes finished: ``key`` says what it was for, ``results`` maps target -> bool."""
+    """One round of probes finished: ``key`` says what it was for, ``results`` maps target -> bool;
+    ``refused`` names the silent TCP targets whose host answered with a reset (it is up, the
+    service on that port is not: an nfsd still starting)."""
 
     key = attr.ib()
     results = attr.ib(converter=lambda r: tuple(sorted(dict(r).items())))
+    refused = attr.ib(default=(), converter=lambda r: tuple(sorted(r)))
 
     def answered(self):
         """The targets that answered."""
         return [t for t, ok in self.results if ok]
 
+    def refusing(self):
+        """True when nothing answered and every target was refused: storage's host is up, its
+        service not yet (agent/decision/schedule.py probes it faster for a while)."""
+        return bool(self.results) and set(self.refused) == set(t for t, _ok in self.results)
+
     def describe(self):
-        said = ", ".join("%s %s" % (t, "answered" if ok else "silent") for t, ok in self.results)
+        said = ", ".join("%s %s" % (t, "answered" if ok else "refused" if t in self.refused
+                                    else "silent") for t, ok in self.results)
         return "probe_done %s: %s" % (self.key, said or "no targets")
 
 

@@ -9,6 +9,12 @@ probe_interval. Only rounds made at the full interval count against a retry budg
 (``settled``): the fast ones must not bring DEGRADED sooner than probe_interval rounds did
 (docs/performance.md, "End to end").
 
+Storage whose host is up but whose service refuses (a TCP reset: a NAS whose nfsd starts
+after its network) is probed every ``REFUSED_STEP`` for ``REFUSED_WINDOW`` seconds after the
+refusals began, then at its usual pace: the service answering is the change, and nothing
+but a probe sees it. A refused connect costs microseconds on the wire; the window bounds what
+the rounds cost on dom0 (bench/footprint.py), and none of them counts against the retry budget.
+
 Reconnect. Right after XAPI goes away (a toolstack restart takes seconds), the watcher
 tries again every ``FAST_PERIOD`` for ``FAST_WINDOW`` seconds, then backs off from
 backoff_base to backoff_cap with jitter like any other retry (agent/decision/timers.py). Only the
@@ -24,6 +30,8 @@ from agent.decision.timers import Retry
 
 FIRST_STEP = 0.1        # seconds from one probe round's start to the next, right after a change
 GROWTH = 2.0
+REFUSED_STEP = 0.25     # storage rounds while its host refuses the service's port ...
+REFUSED_WINDOW = 120.0  # ... for this long after the refusals began (nfsd starting late)
 FAST_PERIOD = 0.05      # reconnect attempts while XAPI has just gone away
 FAST_WINDOW = 30.0      # ... for this long (xe-toolstack-restart takes about 10-20 s)
 FAST_JITTER = 0.2       # +- this fraction of FAST_PERIOD, so agents on a pool do not march in step
@@ -32,10 +40,12 @@ FAST_JITTER = 0.2       # +- this fraction of FAST_PERIOD, so agents on a pool d
 class ProbeSchedule(object):
     """Per probe key: the delay to the next round, growing from FIRST_STEP to ``interval``."""
 
-    def __init__(self, interval, first=FIRST_STEP):
+    def __init__(self, interval, first=FIRST_STEP, refused_window=REFUSED_WINDOW):
         self.interval = float(interval)
         self.first = min(float(first), self.interval)
+        self.refused_window = float(refused_window)
         self._steps = {}          # key -> rounds since the last restart
+        self._refused_since = {}  # key -> when its rounds began to be refused
         self.restarts = 0         # how many restarts (the trace and the tests read it)
 
     def step(self, key):
@@ -56,6 +66,21 @@ class ProbeSchedule(object):
         """True when the next ``step(key)`` gives the full interval: a failure of the round
         that just ended then counts against the retry budget (the fast ones do not)."""
         return self.delay_at(self._steps.get(key, 0)) >= self.interval
+
+    def round_ended(self, key, refusing, now):
+        """Record whether ``key``'s round that just ended was refused by every target (its
+        host up, its service not): a run of refusals is timed from its first round."""
+        if refusing:
+            self._refused_since.setdefault(key, now)
+        else:
+            self._refused_since.pop(key, None)
+
+    def service_starting(self, key, now):
+        """True while ``key``'s rounds are refused and the refusals began less than
+        ``refused_window`` ago: the next round is due REFUSED_STEP after this one, and a
+        failed round does not count against the retry budget."""
+        since = self._refused_since.get(key)
+        return since is not None and now - since < self.refused_window
 
     def restart(self, key=None):
         """A change that matters: the next rounds of ``key`` (None: every key) come fast again."""

@@ -404,6 +404,23 @@ def test_tcp_target_answers_when_its_service_listens_and_is_refused_when_not():
         listening.close()
 
 
+def test_the_round_event_names_the_refused_targets_apart_from_the_silent_ones():
+    """ProbeDone.refused: the decision thread probes a refusing service faster
+    (agent/decision/schedule.py); an unresolvable name is silent, not refused."""
+    import queue
+    from agent.adapters.prober import IcmpProber
+    closed = "127.0.0.1:%d" % _free_port()
+    events = queue.Queue()
+    prober = IcmpProber(events.put)
+    prober.probe("sr:x", [closed], 1.0)
+    done = events.get(timeout=10.0)
+    assert done.refused == (closed,) and done.refusing() and "refused" in done.describe()
+    prober.probe("sr:y", [closed, "no-such-host.invalid:2049"], 1.0)
+    done = events.get(timeout=10.0)
+    assert done.refused == (closed,) and not done.refusing()
+    prober.close()
+
+
 def test_tcp_target_by_name_is_resolved_when_probed():
     """A name (here localhost, from /etc/hosts) is resolved at probe time; v6 in brackets."""
     import socket
