@@ -45,9 +45,11 @@ def handle_event(ctx, event):
         else:
             counts = ctx.probe_counts(event.key)  # the fast rounds after a change do not count
             delay = ctx.next_probe_in(event.key)
-            said = "refused: host up, service not" if event.refusing() else "no answer"
-            ctx.effect("probe %s (%s)" % (event.key, targets), said, ok=False,
-                       retry_in=round(delay, 3))
+            if event.refusing():  # a round that ends at once: its next comes after ``delay``
+                ctx.effect("probe %s (%s)" % (event.key, targets), "refused: host up, service not",
+                           ok=False, retry_in=round(delay, 3))
+            else:                 # a silent one waits for its answer until the next is due
+                ctx.effect("probe %s (%s)" % (event.key, targets), "no answer", ok=False)
             if counts:
                 ctx.retries[event.key].failed("storage target %s not answering" % targets)
             ctx.arm("probe:" + event.key, delay)
