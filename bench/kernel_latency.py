@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from stats import summary  # noqa: E402
 from agent.lab.harness import Host  # noqa: E402
+from agent.lab.scenarios_several import SECOND_BINDING  # noqa: E402
 
 V4, V6 = "192.0.2.2/24", "2001:db8:1::2/64"
 GW4, GW6 = "192.0.2.1", "2001:db8:1::1"
@@ -275,16 +276,6 @@ def main():
                     each.close()
     if args.json:
         print(json.dumps(results, indent=1))
-
-
-SECOND_BINDING = """
-[[binding]]
-network = "sspn-b"
-vms = ["opnsense"]
-addresses = ["100.64.0.2/24", "2001:db8:3::2/64"]
-gateway4 = "100.64.0.1"
-gateway6 = "2001:db8:3::1"
-"""
 
 
 def other_binding_halted(args):

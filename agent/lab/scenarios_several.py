@@ -9,18 +9,22 @@ from agent.lab import netns, timeline
 from agent.lab.rehearsal import LAB_TIMING, plan_for
 
 
-SEVERAL = """
-[[binding]]
-network = "sspn"
-vms = ["pfsense", "pfsense-carp"]
-addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
+# The second internal network, with its own firewall and gateways (bench/kernel_latency.py
+# adds it to the lab's host too).
+SECOND_BINDING = """
 [[binding]]
 network = "sspn-b"
 vms = ["opnsense"]
 addresses = ["100.64.0.2/24", "2001:db8:3::2/64"]
 gateway4 = "100.64.0.1"
 gateway6 = "2001:db8:3::1"
-[route]
+"""
+
+SEVERAL = """
+[[binding]]
+network = "sspn"
+vms = ["pfsense", "pfsense-carp"]
+addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]""" + SECOND_BINDING + """[route]
 gateway4 = "192.0.2.1"
 gateway6 = "2001:db8:1::1"
 [[sr]]
