@@ -302,6 +302,10 @@ def other_binding_halted(args):
                 raise RuntimeError("the agent left WAITING_VM: sspn-b's firewall ran?")
         finally:
             listener.close()
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
 def both(args):
     """The bench on Linux bridges, then on Open vSwitch bridges, each in its own process."""
     results = {}
