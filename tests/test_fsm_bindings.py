@@ -148,6 +148,23 @@ def test_all_gateways_silent_is_degraded_with_each_one_named():
     w.settle_until("HEALTHY")
 
 
+
+def test_a_gateway_that_stays_silent_is_published_once_not_every_round():
+    """The reason XAPI shows names the budget, not a count that grows each round: the rounds
+    go on in DEGRADED, the host's other_config is not written again (each write wakes every
+    event.from client of the pool)."""
+    w = MemWorld(start=False)
+    w.prober.reachable.difference_update(["192.0.2.1", "2001:db8:1::1"])
+    w.boot()
+    w.settle(max_time=300)
+    assert w.agent.state == "DEGRADED"
+    rounds = len(w.prober.rounds)
+    writes = [c for c in w.xapi.calls if isinstance(c[0], PublishState)]
+    w.settle(max_time=300)
+    assert len(w.prober.rounds) >= rounds + 300 / 5 - 2   # a round every probe_interval
+    assert [c for c in w.xapi.calls if isinstance(c[0], PublishState)] == writes
+    assert "silent for %d probes" % w.agent.config.timing.retry_budget in _published(w)["sspn-agent-reason"]
+
 def test_a_silent_preferred_gateway_moves_the_route_and_its_return_brings_it_back():
     """A's v4 gateway goes silent at boot: after its budget the v4 route is B's; v6 stays on A.
     Once A's gateway answers again, the v4 route returns to A."""

@@ -240,7 +240,9 @@ def fold(ctx, event):
 
 
 def silent_reasons(ctx):
-    """{"gateway4": text, "gateway6": text} for the gateways that spent their probe budget."""
+    """{"gateway4": text, "gateway6": text} for the gateways that spent their probe budget.
+    The texts name the budget, not the running count: they are published to XAPI when they
+    change, and a count that grows with every round would publish every round."""
     out = {}
     for target in sorted(ctx.facts.gateway_verdicts):
         if ctx.facts.gateway_verdicts[target] != "silent":
@@ -248,23 +250,24 @@ def silent_reasons(ctx):
         family, gateway, bridge = target
         retry = ctx.retries["gateway:" + desired.probe_text(target)]
         text = "%s on %s (network '%s') silent for %d probes" % (
-            gateway, bridge, desired.network_of_bridge(ctx.config, ctx.facts, bridge), retry.failures)
+            gateway, bridge, desired.network_of_bridge(ctx.config, ctx.facts, bridge), retry.budget)
         key = "gateway%d" % family
         out[key] = out[key] + "; " + text if key in out else text
     return out
 
 
 def problems(ctx):
-    """{reason key: text} of every binding's trouble, whatever the host's state (published)."""
+    """{reason key: text} of every binding's trouble, whatever the host's state (published
+    when it changes: no text here may change while nothing does)."""
     out = silent_reasons(ctx) if ctx.config.route.probe else {}
     for binding in ctx.config.bindings:
         for key in (bind_key(binding), route_key(binding)):
             retry = ctx.retries[key]
             if retry.spent:
-                out[key] = "%d failed attempts: %s" % (retry.failures, retry.last_error)
+                out[key] = "%d failed attempts: %s" % (retry.budget, retry.last_error)
     retry = ctx.retries[MIRROR_KEY]
     if retry.spent:
-        out[MIRROR_KEY] = "%d failed attempts: %s" % (retry.failures, retry.last_error)
+        out[MIRROR_KEY] = "%d failed attempts: %s" % (retry.budget, retry.last_error)
     return out
 
 
