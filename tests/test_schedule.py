@@ -176,7 +176,10 @@ def test_storage_rounds_wait_until_the_next_round_is_due_gateway_rounds_do_not()
     assert set(t for k, t in timeouts if k == "gateway") == {1.0}
 
 
-def test_storage_rounds_follow_each_other_no_sooner_than_probe_timeout_start_to_start():
+def test_a_storage_round_the_network_answered_late_is_followed_at_once_one_answered_at_once_not():
+    """A router's "unreachable" after REFUSED_STEP or more (its ARP timeout, or its entry
+    flushed as storage comes back): the next round now. One that came at once (our own
+    kernel, a router's failed entry): rounds stay probe_timeout apart, start to start."""
     w = MemWorld(vm_running=True, storage_up=False, start=False)
     w.boot()
     w.settle(max_time=30.0)
@@ -185,8 +188,10 @@ def test_storage_rounds_follow_each_other_no_sooner_than_probe_timeout_start_to_
         agent.schedule.step(key)                   # settled: 5 s steps
     agent.probe_started[key] = w.clock.now - 3.0   # a router said "unreachable" after 3 s
     assert agent.next_probe_in(key) == 0.0
-    agent.probe_started[key] = w.clock.now - 0.25  # ... or at once, its entry marked failed
-    assert abs(agent.next_probe_in(key) - 0.75) < 1e-6
+    agent.probe_started[key] = w.clock.now - REFUSED_STEP   # ... or after a quarter second
+    assert agent.next_probe_in(key) == 0.0
+    agent.probe_started[key] = w.clock.now - 0.01  # ... or at once, its entry marked failed
+    assert abs(agent.next_probe_in(key) - 0.99) < 1e-6
     agent.probe_started["gateway"] = w.clock.now - 3.0
     for _ in range(8):
         agent.schedule.step("gateway")
