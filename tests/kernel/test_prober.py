@@ -459,3 +459,105 @@ def test_a_service_that_starts_later_answers_at_the_next_round():
         assert pr.probe_round([target], 1.0)[target].answered
     finally:
         late.close()
+
+
+def _silent_port():
+    """A loopback port that drops SYNs (a listener whose accept queue is full): a silent host."""
+    import socket
+    sock = _listener()
+    sock.listen(0)
+    filler = socket.create_connection(sock.getsockname(), 1.0)
+    return sock, filler
+
+
+def test_one_connect_asks_a_silent_storage_host_whether_it_is_back_the_ports_in_turn():
+    """Storage whose ports neither answered nor refused: the next rounds connect to one of its
+    ports at a time (each extra SYN held at a router is one more rate-limited ICMP error),
+    taking turns so a filtered port cannot hide the others; the ports not asked are reported
+    silent with reason ``not asked``. Any sign of life brings every port back."""
+    import queue
+    from agent.adapters import prober as pr
+    (one, f1), (two, f2) = _silent_port(), _silent_port()
+    targets = ["127.0.0.1:%d" % s.getsockname()[1] for s in (one, two)]
+    events = queue.Queue()
+    prober = pr.IcmpProber(events.put)
+    try:
+        asked = []
+        for _ in range(3):
+            prober.probe("sr:x", targets, 0.3)
+            done = events.get(timeout=10.0)
+            assert not done.answered() and dict(done.results) == dict.fromkeys(targets, False)
+            reasons = prober.last_reasons("sr:x")
+            asked.append(sorted(t for t in targets if reasons[t] != pr.NOT_ASKED))
+        assert asked[0] == sorted(targets)                        # the first round asks both
+        assert [len(a) for a in asked[1:]] == [1, 1] and asked[1] != asked[2]
+        f1.close()
+        one.close()                                               # now refused: the host is up
+        for _ in range(2):
+            prober.probe("sr:x", targets, 0.3)
+            events.get(timeout=10.0)
+        assert pr.NOT_ASKED not in prober.last_reasons("sr:x").values()
+    finally:
+        prober.close()
+        for sock in (f1, one, f2, two):
+            sock.close()
+
+
+def test_only_storage_ports_of_a_silent_host_are_thinned():
+    """ICMP targets and the ports of hosts that answered or refused are always asked."""
+    from agent.adapters.prober import one_port_per_silent_host, silent_hosts, Outcome
+    texts = ["10.0.0.1:111", "10.0.0.1:2049", "10.0.0.2:445", "10.0.0.1", "[2001:db8::1]:3260"]
+    silent = silent_hosts({"10.0.0.1:111": Outcome("10.0.0.1:111", False, "timeout"),
+                           "10.0.0.1:2049": Outcome("10.0.0.1:2049", False, "no route"),
+                           "10.0.0.2:445": Outcome("10.0.0.2:445", False, "refused"),
+                           "[2001:db8::1]:3260": Outcome("[2001:db8::1]:3260", False, "timeout"),
+                           "10.0.0.1": Outcome("10.0.0.1", False, "timeout")})
+    assert silent == {"10.0.0.1", "2001:db8::1"}
+    assert one_port_per_silent_host(texts, silent, 0) == texts[:1] + texts[2:]
+    assert one_port_per_silent_host(texts, silent, 1) == texts[1:]
+    assert one_port_per_silent_host(texts, set(), 1) == texts
+
+
+def _scripted_connects(monkeypatch, script):
+    """Replace tcp_probe's one connect and clock by ``script``: (seconds it takes, error or
+    None) per attempt. Returns the list of attempts made."""
+    from agent.adapters import tcp_probe
+    now, made = [0.0], []
+
+    def connect(family, kind, proto, address, timeout):
+        took, error = script[len(made)]
+        made.append(address)
+        now[0] += min(took, timeout)
+        return (None, error) if error is not None else (took * 1000.0, None)
+    monkeypatch.setattr(tcp_probe, "_connect", connect)
+    monkeypatch.setattr(tcp_probe.time, "monotonic", lambda: now[0])
+    return made
+
+
+def _unreachable():
+    import errno
+    return OSError(errno.EHOSTUNREACH, "No route to host")
+
+
+def test_a_connect_a_router_answers_unreachable_late_is_made_again_in_the_same_round(monkeypatch):
+    """The router resolving storage gave up after a while (or its entry was flushed as storage
+    came back): the next SYN goes out now, not at the next round -- that is how storage coming
+    back is seen within milliseconds (docs/performance.md, "storage back")."""
+    from agent.adapters import prober as pr
+    made = _scripted_connects(monkeypatch, [(3.0, _unreachable()), (0.4, _unreachable()),
+                                            (0.002, None)])
+    outcome = pr.probe_target("198.51.100.10:2049", 5.0)
+    assert outcome.answered and len(made) == 3
+
+
+def test_an_unreachable_that_comes_at_once_or_a_timeout_ends_the_try(monkeypatch):
+    """At once (our own kernel, a router's entry marked failed) or silence: no second connect
+    in the round; the rounds' own pace applies (agent/decision/probing.py)."""
+    from agent.adapters import prober as pr
+    made = _scripted_connects(monkeypatch, [(0.01, _unreachable())])
+    outcome = pr.probe_target("198.51.100.10:2049", 5.0)
+    assert not outcome.answered and outcome.reason == pr.NO_ROUTE and len(made) == 1
+    import socket
+    made = _scripted_connects(monkeypatch, [(5.0, socket.timeout("timed out"))])
+    outcome = pr.probe_target("198.51.100.10:2049", 5.0)
+    assert not outcome.answered and outcome.reason == pr.TIMEOUT and len(made) == 1
