@@ -2,8 +2,7 @@
 
 A target ``host:port`` (``[v6]:port``) is a TCP connect to a storage service
 (agent/adapters/tcp_probe.py; the ports come from agent/decision/sm_targets.py); any other target is an
-ICMP echo, a host name being resolved when the round runs. Of a storage host that gave no sign
-of life in a round, the next rounds ask one port at a time, in turn (``one_port_per_silent_host``).
+ICMP echo, a host name being resolved when the round runs.
 
 Why the low-level icmplib API (ICMPv4Socket / ICMPv6Socket + ICMPRequest) and not ``ping()``:
 ``ping()`` swallows every per-probe error and only says ``is_alive=False``; the socket API lets a
@@ -42,7 +41,6 @@ TTL_EXCEEDED = "ttl exceeded"  # ICMP Time Exceeded: a routing loop on the way
 PERMISSION = "permission"      # the raw socket could not be opened (not root / no CAP_NET_RAW)
 ERROR = "error"                # anything else (bad target text, parameter problem, socket error)
 # and, from agent/adapters/tcp_probe.py: REFUSED (host up, service not), UNRESOLVED (bad name)
-NOT_ASKED = "not asked"        # a storage port skipped: its host gave no sign of life last round
 _REASONS = {"timeout": TIMEOUT, "no route": NO_ROUTE, "prohibited": PROHIBITED, "error": ERROR}
 
 # Receive in short slices: icmplib's receive() applies the socket timeout to each recvfrom and
@@ -281,37 +279,6 @@ def probe_round(targets, timeout, privileged=True):
     return result
 
 
-def silent_hosts(outcomes):
-    """Hosts of the TCP targets in ``outcomes`` none of whose ports answered or refused."""
-    alive, seen = set(), set()
-    for text, outcome in outcomes.items():
-        host, port = split_target(text)
-        if port is None:
-            continue
-        seen.add(host)
-        if outcome.answered or outcome.reason == REFUSED:
-            alive.add(host)
-    return seen - alive
-
-
-def one_port_per_silent_host(texts, silent, turn=0):
-    """The targets a round asks: of a storage host that gave no sign of life in the previous
-    round (``silent``), one port, the ports taking turns (``turn``, a round counter: a port a
-    host firewall drops must not hide the others). Any sign of life brings every port back.
-    Why (docs/performance.md, "storage back"): one connect asks "is it back?" as well as
-    several, and each SYN held by a router resolving the host comes back as an ICMP host
-    unreachable when the router gives up. Linux routers send those at about one a second per
-    destination (``icmp_ratelimit``, a burst of six); more SYNs drain that allowance, and the
-    error that matters -- the one for the SYN held when storage returns -- is then dropped."""
-    ports = {}
-    for text in texts:
-        host, port = split_target(text)
-        if port is not None and host in silent:
-            ports.setdefault(host, []).append(text)
-    skipped = set(t for group in ports.values() for t in group if t != group[turn % len(group)])
-    return [t for t in texts if t not in skipped]
-
-
 class IcmpProber(Prober):
     """The real Prober: ICMP echo on raw sockets, posting ProbeDone(key, {target: answered}).
 
@@ -327,8 +294,6 @@ class IcmpProber(Prober):
         self._closed = False
         self._rounds = {}        # thread -> monotonic deadline of its round
         self._outcomes = {}      # key -> {target_text: Outcome} of the latest finished round
-        self._silent_hosts = {}  # key -> storage hosts none of whose ports answered or refused
-        self._turns = {}         # key -> rounds started (whose turn a silent host's port is)
         self._permission_logged = False
 
     def probe(self, key, targets, timeout):
@@ -340,9 +305,7 @@ class IcmpProber(Prober):
             if self._closed:
                 log.debug("probe %s requested after close, ignoring", key)
                 return
-            turn = self._turns[key] = self._turns.get(key, 0) + 1
-            asked = one_port_per_silent_host(texts, self._silent_hosts.get(key, ()), turn)
-            thread = threading.Thread(target=self._run_round, args=(key, texts, asked, timeout),
+            thread = threading.Thread(target=self._run_round, args=(key, texts, timeout),
                                       name="sspn-probe-round %s" % (key,))
             thread.daemon = True
             self._rounds[thread] = time.monotonic() + timeout + _SLACK
@@ -404,16 +367,10 @@ class IcmpProber(Prober):
             log.warning("probe rounds still running at close: %s, leaving them", ", ".join(left))
         return not left
 
-    def _run_round(self, key, texts, asked, timeout):
-        """Thread body: probe ``asked`` (of ``texts``), record the outcomes, post ProbeDone."""
+    def _run_round(self, key, texts, timeout):
+        """Thread body: probe, record the outcomes, post ProbeDone."""
         try:
-            outcomes = probe_round(asked, timeout, self._privileged)
-            for text in texts:
-                if text not in outcomes:
-                    outcomes[text] = Outcome(text, False, NOT_ASKED, "not asked: its host gave "
-                                             "no sign of life on any port in the last round")
-            with self._lock:
-                self._silent_hosts[key] = silent_hosts(outcomes)
+            outcomes = probe_round(texts, timeout, self._privileged)
             self._log_permission(outcomes)
             self._finish(key, outcomes)
         except Exception:  # a bug: never let the thread die silently

@@ -3,10 +3,8 @@
 One probe resolves the host *when it runs* (``getaddrinfo``: a name such as nas.lan is a valid
 target, and a changed DNS answer is seen at the next round), then connects to each address in
 turn until one accepts or the deadline passes; the connection is closed at once, nothing is
-sent. A connect that a router answers "unreachable" after ``AGAIN_AFTER`` or more is made
-again at once until the deadline, so a SYN always waits where storage comes back. Refused means
-the server is up and the service is not (an nfsd still starting); the reasons are those of
-agent/adapters/prober.py plus ``refused`` and ``unresolved``.
+sent. Refused means the server is up and the service is not (an nfsd still starting); the
+reasons are those of agent/adapters/prober.py plus ``refused`` and ``unresolved``.
 Python 3.6 compatible.
 """
 
@@ -16,12 +14,6 @@ import time
 
 REFUSED = "refused"          # the host answered with a reset: it is up, the service is not
 UNRESOLVED = "unresolved"    # the name did not resolve
-# A connect that a router answered "unreachable" this long after it began is made again at
-# once within the round: the router was resolving the host and gave up (its ARP timeout, or
-# its entry flushed as the host came back), and the next SYN makes it resolve afresh. One that
-# fails sooner (our own kernel, a router's entry marked failed) ends the round's try.
-AGAIN_AFTER = 0.25
-_UNREACHABLE = (errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 def _reason_of(exc, reasons):
@@ -38,20 +30,6 @@ def _reason_of(exc, reasons):
     return reasons["error"]
 
 
-def _connect(family, kind, proto, address, timeout):
-    """One connect: (rtt_ms, None) when accepted, (None, exception) otherwise."""
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.settimeout(timeout)
-        started = time.monotonic()
-        sock.connect(address)
-        return (time.monotonic() - started) * 1000.0, None
-    except (OSError, socket.timeout) as exc:
-        return None, exc
-    finally:
-        sock.close()
-
-
 def connect_target(target, host, port, timeout, outcome, reasons):
     """Connect to ``host``:``port`` within ``timeout`` s: ``outcome(target, answered, reason,
     detail, rtt_ms)`` (the prober's Outcome). Never raises for network conditions."""
@@ -64,20 +42,20 @@ def connect_target(target, host, port, timeout, outcome, reasons):
         return outcome(target, False, UNRESOLVED, "cannot resolve %r: %s" % (host, exc))
     last = None
     for family, kind, proto, _name, address in infos:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(remaining)
             started = time.monotonic()
-            rtt_ms, exc = _connect(family, kind, proto, address, remaining)
-            if exc is None:
-                return outcome(target, True, None, "", round(rtt_ms, 3))
+            sock.connect(address)
+            rtt_ms = (time.monotonic() - started) * 1000.0
+            return outcome(target, True, None, "", round(rtt_ms, 3))
+        except (OSError, socket.timeout) as exc:
             last = (exc, address[0])
-            if not (getattr(exc, "errno", None) in _UNREACHABLE
-                    and time.monotonic() - started >= AGAIN_AFTER):
-                break
-            # A router gave up resolving the host after a while (its ARP timeout, or its entry
-            # flushed as the host came back): ask again now, in this round.
+        finally:
+            sock.close()
     if last is None:
         return outcome(target, False, reasons["timeout"], "no answer within %gs" % timeout)
     exc, address = last
