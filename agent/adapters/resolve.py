@@ -8,7 +8,7 @@ waits up to a second. On the uplink bridge the agent sets it to RETRANS_MS: the 
 solicits at that period only while a packet waits for the gateway, three times
 (mcast_solicit), then marks the entry FAILED until the next packet; nothing is sent when
 nothing waits. The bridge is re-created with the firewall VM (agent/lab/netns.py), so the
-setting is made again with every route install (core.Agent.route_writing).
+setting is made again with every route install (agent/decision/probing.py route_writing).
 
 Written through /proc/sys/net/ipv{4,6}/neigh/<bridge>/retrans_time_ms of the namespace the
 calling thread is in (entered for the write only when the Net port works in a named one).
