@@ -47,10 +47,14 @@ class Probing(object):
             # starts the next round now (the router is resolving again by then); one that came
             # at once (our own kernel, a failed entry) waits out probe_timeout from the
             # round's start, so a path that fails at once costs one round per probe_timeout.
-            floor = REFUSED_STEP if elapsed >= REFUSED_STEP else self.config.timing.probe_timeout
-            step = min(step, floor)
-            if self.schedule.service_starting(key, self.clock.monotonic()):
-                step = min(step, REFUSED_STEP)   # its host is up: the service is the change
+            # A service whose host refuses it: every REFUSED_STEP while it may be starting,
+            # then the schedule's own pace (the host is known up; nothing is held anywhere).
+            if self.schedule.refusing(key):
+                if self.schedule.service_starting(key, self.clock.monotonic()):
+                    step = min(step, REFUSED_STEP)
+            else:
+                floor = REFUSED_STEP if elapsed >= REFUSED_STEP else self.config.timing.probe_timeout
+                step = min(step, floor)
         return max(0.0, step - elapsed)
 
     def probe_counts(self, key):
