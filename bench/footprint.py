@@ -102,13 +102,13 @@ def waiting(host, pid, seconds):
     host.topology.fw_answer_delay = 0.0
     host.sim.vm_start("pfsense")
     host.wait_state("HEALTHY")
-    host.topology.ip("lan", "link", "set", "eth0", "down")
+    host.topology.storage_away()
     host.sim.pbd_unplug("5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01")
     out["waiting_storage_first"] = window(pid, FIRST)
     out["waiting_storage"] = window(pid, seconds)
     out["waiting_storage"]["state"] = host.status().get("state")
     host.storage.stop()                         # nfsd never starts; the NAS answers ping
-    host.topology.ip("lan", "link", "set", "eth0", "up")
+    host.topology.storage_back()
     out["waiting_service_window"] = window(pid, REFUSED_WINDOW)
     out["waiting_service_after"] = window(pid, seconds)
     out["waiting_service_after"]["state"] = host.status().get("state")

@@ -152,25 +152,16 @@ class NetnsEnv(_Env):
 
     def storage_down(self):
         """The storage server leaves the network (its link goes down)."""
-        self.topology.ip("lan", "link", "set", "eth0", "down")
+        self.topology.storage_away()
 
     def storage_up(self):
-        """The storage server is back: link up; addresses and default routes as before.
-
-        Both ends forget their failed neighbour entries, as the gratuitous ARP of a server
-        coming up makes them do; otherwise the first probes after its return go unanswered.
-        """
-        self.topology.ip("lan", batch=[
-            "link set eth0 up", "addr replace %s dev eth0" % self.netns.LAN4,
-            "addr replace %s dev eth0 nodad" % self.netns.LAN6,  # v6 addresses go with the link
-            "route replace default via %s" % self.netns.FW_LAN4.split("/")[0],
-            "route replace default via %s" % self.netns.FW_LAN6.split("/")[0],
-            "neigh flush dev eth0"])
-        if self.plan.storage_service_delay > 0:  # its service restarts with it, and answers later
+        """The storage server is back and announces itself (Topology.storage_back); its
+        service restarts with it and, with a storage_service_delay, answers that much later."""
+        if self.plan.storage_service_delay > 0:
             self.host.storage.stop()
+        self.topology.storage_back(self.plan.storage)
+        if self.plan.storage_service_delay > 0:
             self.host.storage.start(self.plan.storage_service_delay)
-        self.topology.ip("fw", "neigh", "flush", "dev", "lan0")
-        self.topology.storage_targets(self.plan.storage, "replace")
 
     def flush(self):
         """networkd-style: flush the bridges' addresses and the default routes, then networkd

@@ -4,10 +4,13 @@
 
     dom0                              fw (firewall VM)                lan (storage server)
     xenbr0 203.0.113.5/24 (mgmt)
-    <bridge> ── vif<domid>.<dev> ═══ fwvif<domid>.<dev>   lan0 ═══════ eth0
+    <bridge> ── vif<domid>.<dev> ═══ fwvif<domid>.<dev>   lan0 ═══ sw0 ── eth0
                                      192.0.2.1/24         198.51.100.1/24   198.51.100.10/24
                                      2001:db8:1::1/64     2001:db8:2::1/64  2001:db8:2::10/64
                                      fe80::1              (forwarding on)   default via fw
+
+    (lan's eth0 is a bridge with one port, sw0: a switch between the firewall and the
+    server, so that the server going down leaves the firewall's link up)
 
 This is the one builder of that topology: the lab (agent/lab/envs.py), the simulated host of
 the tests and benches (agent/lab/harness.py) and the kernel tests all use ``Topology``. dom0's
@@ -37,7 +40,7 @@ import sys
 import threading
 import time
 
-from agent.lab import bridges, orphans
+from agent.lab import announce, bridges, orphans
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ def fw_side_name(domid, device=0):
 
 
 PREFIX = "sspn"
+CARRIER_TIMEOUT = 5.0   # seconds storage_back waits for lan's switch to forward
 
 
 def sweep_orphans():
@@ -163,13 +167,19 @@ class Topology(object):
                              "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.arp_ignore=1"])
             self.ip("fw", batch=[
                 "link set lo up",
-                "link add lan0 type veth peer name eth0 netns %s" % self.lan,
+                "link add lan0 type veth peer name sw0 netns %s" % self.lan,
                 "addr add %s dev lan0" % FW_LAN4,
                 "addr add %s dev lan0 nodad" % FW_LAN6,
                 "link set lan0 up",
             ])
+            # lan: the storage server's eth0 hangs off a switch port (sw0), so that the server
+            # leaving (its eth0 down) does not take the firewall's carrier with it: the firewall
+            # keeps asking ARP for it, unanswered, as behind a real switch
             self.ip("lan", batch=[
                 "link set lo up",
+                "link add eth0 type bridge mcast_snooping 0",
+                "link set sw0 master eth0",
+                "link set sw0 up",
                 "addr add %s dev eth0" % LAN4,
                 "addr add %s dev eth0 nodad" % LAN6,
                 "link set eth0 up",
@@ -367,6 +377,34 @@ class Topology(object):
             self.backend.delete_bridge(bridge)
 
     # --- the storage LAN ----------------------------------------------------------------------
+
+    def storage_away(self):
+        """The storage server leaves the network: its link goes down (its IPv6 addresses and
+        its routes go with it; its neighbour entries too)."""
+        self.ip("lan", "link", "set", "eth0", "down")
+
+    def storage_back(self, targets=()):
+        """The storage server is back: link up, its addresses and default routes as before
+        (and the extra ``targets`` of storage_targets), then it announces every address
+        (agent/lab/announce.py). Nothing on the firewall is flushed: what the firewall holds for
+        the server in an unresolved neighbour entry is sent on by the announcement."""
+        self.ip("lan", batch=[
+            "link set eth0 up", "addr replace %s dev eth0" % LAN4,
+            "addr replace %s dev eth0 nodad" % LAN6,  # v6 addresses went with the link
+            "route replace default via %s" % FW_LAN4.split("/")[0],
+            "route replace default via %s" % FW_LAN6.split("/")[0]])
+        self.storage_targets(targets, "replace")
+        # the switch forwards once its port's operstate is up: in a topology made a moment ago
+        # the kernel may report that up to a second late (linkwatch), and an announcement sent
+        # before it would be lost
+        deadline = time.monotonic() + CARRIER_TIMEOUT
+        while "NO-CARRIER" in self.ip("lan", "-o", "link", "show", "dev", "eth0"):
+            if time.monotonic() > deadline:
+                raise TopologyError("lan's eth0 has no carrier %.0f s after it came back"
+                                    % CARRIER_TIMEOUT)
+            time.sleep(0.01)
+        extra = [t for t in targets if t not in (LAN4.split("/")[0], LAN6.split("/")[0])]
+        announce.announce(self.ns("lan"), "eth0", [LAN4, LAN6] + extra)
 
     def storage_targets(self, targets, verb="add"):
         """Put storage addresses ``targets`` on lan's eth0 (host routes, besides its own address),

@@ -418,3 +418,35 @@ def test_sim_hook_carp_pair_one_holds_the_gateway_and_the_other_takes_over(topol
             hook(stop, {}, returning, ["xapi0"], "Halted", "Running")
             assert _inet(topology, "fwvif%d.0" % returning) == []
     assert topology.ports("xapi0") == ["vif3.0"]
+
+
+def _neighbour(topology, address):
+    return topology.ip("fw", "neigh", "show", address, "dev", "lan0").strip()
+
+
+SEND_UDP = ("import socket, sys\n"
+            "for a in sys.argv[1:]:\n"
+            "    family = socket.AF_INET6 if ':' in a else socket.AF_INET\n"
+            "    socket.socket(family, socket.SOCK_DGRAM).sendto(b'x', (a, 9))\n")
+
+
+def test_storage_back_announces_itself_to_the_firewall(topology):
+    """A storage server that returns sends a gratuitous ARP and an unsolicited NA: the entries
+    the firewall holds packets in while it asks for the server become valid with its MAC and
+    send them on. The firewall asks only every 30 s here (retrans_time_ms), so nothing but the
+    announcement can resolve them within the deadline; its link stays up while the server is
+    away (lan's switch port), as behind a real switch."""
+    lan4, lan6 = "198.51.100.10", "2001:db8:2::10"
+    topology.exec("fw", ["sysctl", "-q", "-w", "net.ipv4.neigh.lan0.retrans_time_ms=30000",
+                         "net.ipv6.neigh.lan0.retrans_time_ms=30000"])
+    topology.storage_away()
+    topology.exec("fw", [sys.executable, "-c", SEND_UDP, lan4, lan6])
+    assert "NO-CARRIER" not in topology.ip("fw", "-o", "link", "show", "dev", "lan0")
+    for address in (lan4, lan6):
+        assert "INCOMPLETE" in _neighbour(topology, address)
+    topology.storage_back()
+    out = topology.ip("lan", "-o", "link", "show", "dev", "eth0").split()
+    mac = out[out.index("link/ether") + 1]
+    for address in (lan4, lan6):
+        wait_until(lambda: "lladdr %s" % mac in _neighbour(topology, address), timeout=5,
+                   message="fw's entry for %s carrying the announced %s" % (address, mac))
