@@ -22,14 +22,14 @@ ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
 ARP_REQUEST = 1
 ND_NEIGHBOR_ADVERT = 136
-NA_OVERRIDE = 0x20000000         # RFC 4861 §4.4: O set, R and S clear (unsolicited)
+NA_OVERRIDE = 0x20000000         # RFC 4861 section 4.4: O set, R and S clear (unsolicited)
 ND_OPT_TARGET_LL_ADDR = 2
 ALL_NODES = "ff02::1"
-HOP_LIMIT = 255                  # RFC 4861 §7.1.2: a receiver drops an NA with any other
+HOP_LIMIT = 255                  # RFC 4861 section 7.1.2: a receiver drops an NA with any other
 
 
 def gratuitous_arp(mac, address):
-    """The Ethernet frame of an ARP request for ``address`` from ``address`` (RFC 5227 §3)."""
+    """The Ethernet frame of an ARP request for ``address`` from ``address`` (RFC 5227 section 3)."""
     ip = ipaddress.IPv4Address(address).packed
     arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, ARP_REQUEST, mac, ip, b"\0" * 6, ip)
     return BROADCAST + mac + struct.pack("!H", ETH_P_ARP) + arp
@@ -37,7 +37,7 @@ def gratuitous_arp(mac, address):
 
 def unsolicited_na(mac, address):
     """The ICMPv6 message of an unsolicited neighbour advertisement of ``address`` (checksum
-    left 0: the kernel fills it in for an IPPROTO_ICMPV6 raw socket, RFC 3542 §3.1)."""
+    left 0: the kernel fills it in for an IPPROTO_ICMPV6 raw socket, RFC 3542 section 3.1)."""
     target = ipaddress.IPv6Address(address).packed
     return struct.pack("!BBHI16sBB6s", ND_NEIGHBOR_ADVERT, 0, 0, NA_OVERRIDE, target,
                        ND_OPT_TARGET_LL_ADDR, 1, mac)
