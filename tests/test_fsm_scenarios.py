@@ -360,6 +360,29 @@ def test_storage_answering_while_xapi_is_down_spends_no_sr_budget():
     assert w.xapi.pbd_attached[SR]
 
 
+def test_storage_answering_while_xapi_is_down_is_asked_at_probe_interval_and_plugged_when_xapi_is_back():
+    """Nothing but XAPI's return can lead to the plug: the answered rounds come probe_interval
+    apart (not every probe_timeout), and XAPI's return starts the round that plugs at once."""
+    w = MemWorld()
+    w.settle_until("HEALTHY")
+    rounds = []
+    probe = w.prober.probe
+    w.prober.probe = lambda key, targets, timeout: (
+        rounds.append(w.clock.now) if key == "sr:" + SR else None, probe(key, targets, timeout))
+    w.xapi.set_pbd(SR, False)
+    w.xapi.up = False
+    w.agent.post(ev.XapiLost("connection refused"))
+    w.settle(max_time=600.0)
+    gaps = set(round(b - a, 6) for a, b in zip(rounds, rounds[1:]))
+    assert len(rounds) > 10 and gaps == {w.config.timing.probe_interval}
+    w.xapi.up = True
+    back = w.clock.now
+    w.xapi.connect()
+    w.agent.run_pending()
+    plugs = [c for c in w.xapi.calls if isinstance(c[0], PlugPbd)]
+    assert rounds[-1] == back and plugs
+
+
 def test_no_drift_before_xapi_ever_answered():
     """DEGRADED from BOOTING (XAPI never answered): a lost management mirror is no reason to
     move on to BINDING -- no bridge is known -- and the `xapi` reason stays."""

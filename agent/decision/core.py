@@ -158,6 +158,7 @@ class Agent(Probing):
             self.effect(event.action.kind, "failed: %s" % " ".join(map(str, event.error)), ok=False)
         if isinstance(event, ev.XapiConnected):
             self._publish_due = True
+            self._xapi_back()
         if isinstance(event, ev.TimerFired) and event.name.startswith("reconcile"):
             self.reread_kernel()
         trigger = self._drift()

@@ -101,6 +101,13 @@ class Probing(object):
             if name.startswith("probe:"):
                 self.timers.cancel(name)
 
+    def _xapi_back(self):
+        """XAPI answers again: storage rounds waiting for their next turn start now, so storage
+        that answered while XAPI was away is plugged at once, not a probe_interval later."""
+        for name in list(self.timers.pending()):
+            if name.startswith("probe:sr:"):
+                self.timers.cancel(name)
+
     def _carrier_up(self, ifname):
         """The uplink ``ifname`` got carrier: forget its gateways' neighbour entries (the kernel
         would solicit again only at an entry's next retransmit, its first solicit having gone
