@@ -22,11 +22,11 @@ times out); ``refused`` (host up, port closed: RST); ``unresolvable`` (name does
 111 does not).
 """
 
-import ctypes
-import os
 import re
 import socket
 import threading
+
+from agent.adapters.rtnl import thread_in_netns
 
 OUTCOMES = ("up", "down", "refused", "unresolvable", "stalled", "no-rpcbind")
 
@@ -43,7 +43,6 @@ RPCBIND_PORT = 111
 SMB_PORT = 445
 ISCSI_PORT = 3260
 CONNECT_TIMEOUT = 5.0    # util._testHost: timeout = 5
-CLONE_NEWNET = 0x40000000
 
 
 def service_of(device_config, sr_type="nfs"):
@@ -86,18 +85,6 @@ def failure_of(kind, outcome):
     if outcome == "no-rpcbind":
         return NFS_VERSION
     return NFS_MOUNT   # stalled
-
-
-def _enter_netns(name):
-    """Move the calling thread into network namespace ``name`` (setns(2) on its file)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join("/var/run/netns", name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, "setns(%s): %s" % (name, os.strerror(err)))
-    finally:
-        os.close(fd)
 
 
 def _connect(host, port, timeout):
@@ -143,8 +130,8 @@ class TcpProbe(object):
 
         def run():
             try:
-                _enter_netns(self.netns)
-                box["outcome"] = self._check(host, ports)
+                with thread_in_netns(self.netns):
+                    box["outcome"] = self._check(host, ports)
             except OSError as exc:
                 box["error"] = exc
         # setns moves only this fresh thread; the simulator's threads stay where they are.
