@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import socket
+import threading
 
 from agent.adapters import rtnl_msg
 
@@ -72,6 +73,27 @@ def thread_in_netns(name):
             os.close(home)
     finally:
         os.close(target)
+
+
+def call_in_netns(name, function, *args):
+    """``function(*args)`` run by a short-lived thread inside namespace ``name``: its result,
+    or its exception raised here. The calling thread never moves (tests, the lab, the
+    simulator's SM check); sockets the function creates stay in ``name``."""
+    box = {}
+
+    def run():
+        try:
+            with thread_in_netns(name):
+                box["result"] = function(*args)
+        except BaseException as exc:  # handed to the caller, who decides
+            box["error"] = exc
+    thread = threading.Thread(target=run, name="in-netns-%s" % os.path.basename(name))
+    thread.daemon = True
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 def open_socket(netns, rcvbuf, groups):

@@ -14,9 +14,8 @@ that thread); a socket keeps the namespace it was made in.
 import ipaddress
 import socket
 import struct
-import threading
 
-from agent.adapters.rtnl import thread_in_netns
+from agent.adapters.rtnl import call_in_netns
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -62,16 +61,4 @@ def _send(ifname, addresses):
 def announce(netns, ifname, addresses):
     """Announce ``addresses`` (texts, with or without a prefix) on ``ifname`` in ``netns``."""
     wanted = [ipaddress.ip_interface(text).ip for text in addresses]
-    box = {}
-
-    def run():
-        try:
-            with thread_in_netns(netns):
-                _send(ifname, wanted)
-        except OSError as exc:
-            box["error"] = exc
-    thread = threading.Thread(target=run, name="lab-announce")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
+    call_in_netns(netns, _send, ifname, wanted)

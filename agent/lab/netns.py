@@ -35,11 +35,13 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
+from agent.adapters.rtnl import call_in_netns
 from agent.lab import announce, bridges, orphans
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def fw_side_name(domid, device=0):
 
 PREFIX = "sspn"
 CARRIER_TIMEOUT = 5.0   # seconds storage_back waits for lan's switch to forward
+SETTLE_TIMEOUT = 10.0   # seconds storage_in_use waits for the firewall to confirm the server
+DISCARD_PORT = 9        # RFC 863
 
 
 def sweep_orphans():
@@ -377,6 +381,36 @@ class Topology(object):
             self.backend.delete_bridge(bridge)
 
     # --- the storage LAN ----------------------------------------------------------------------
+
+    def neighbour_state(self, ns, address):
+        """The NUD state of ``ns``'s neighbour entry for ``address`` ("REACHABLE", "STALE",
+        ...), "" when it has none."""
+        words = self.ip(ns, "neigh", "show", address).split()
+        return words[-1] if words else ""
+
+    def storage_in_use(self, timeout=SETTLE_TIMEOUT):
+        """Wait until the firewall holds a confirmed (REACHABLE) entry for the storage server,
+        as on a LAN whose storage is in use; raise TopologyError after ``timeout`` s.
+
+        What an outage looks like from the firewall depends on that entry: a confirmed one
+        keeps its address for the outage (Linux for its reachable time, 15 to 45 s;
+        FreeBSD, pfSense's kernel, for 20 minutes: sys/netinet/if_ether.c, arpt_keep), and
+        what is sent meanwhile is lost at the switch. An unconfirmed one fails a few seconds
+        in, and the next packet waits in a new entry until the server announces itself.
+        A datagram from the firewall to the server's discard port every 0.2 s starts the
+        kernel's check (STALE, DELAY, one unicast ARP probe, REACHABLE: about 5 s)."""
+        server = LAN4.split("/")[0]
+        deadline = time.monotonic() + timeout
+        sock = call_in_netns(self.ns("fw"), socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            while self.neighbour_state("fw", server) != "REACHABLE":
+                if time.monotonic() > deadline:
+                    raise TopologyError("the firewall has not confirmed the storage server's "
+                                        "address %.0f s after asking" % timeout)
+                sock.sendto(b"", (server, DISCARD_PORT))
+                time.sleep(0.2)
+        finally:
+            sock.close()
 
     def storage_away(self):
         """The storage server leaves the network: its link goes down (its IPv6 addresses and

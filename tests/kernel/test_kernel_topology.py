@@ -450,3 +450,22 @@ def test_storage_back_announces_itself_to_the_firewall(topology):
     for address in (lan4, lan6):
         wait_until(lambda: "lladdr %s" % mac in _neighbour(topology, address), timeout=5,
                    message="fw's entry for %s carrying the announced %s" % (address, mac))
+
+
+def test_storage_in_use_waits_for_the_firewall_to_confirm_the_server(topology):
+    """The end-to-end bench starts every storage outage from the same firewall state: its entry
+    for the server confirmed (REACHABLE). With no entry, and from a stale one, storage_in_use
+    makes the firewall ask and returns once it is confirmed; with the server away it cannot
+    be, and the error says so within the timeout."""
+    lan4 = "198.51.100.10"
+    assert topology.neighbour_state("fw", lan4) == ""
+    topology.storage_in_use()
+    assert topology.neighbour_state("fw", lan4) == "REACHABLE"
+    topology.ip("fw", "neigh", "change", lan4, "dev", "lan0", "nud", "stale")
+    topology.storage_in_use()
+    assert topology.neighbour_state("fw", lan4) == "REACHABLE"
+    topology.ip("fw", "neigh", "change", lan4, "dev", "lan0", "nud", "stale")
+    topology.storage_away()
+    with pytest.raises(TopologyError, match="has not confirmed the storage server"):
+        topology.storage_in_use(timeout=1.0)
+    assert topology.neighbour_state("fw", lan4) != "REACHABLE"

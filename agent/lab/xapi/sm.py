@@ -24,9 +24,8 @@ times out); ``refused`` (host up, port closed: RST); ``unresolvable`` (name does
 
 import re
 import socket
-import threading
 
-from agent.adapters.rtnl import thread_in_netns
+from agent.adapters.rtnl import call_in_netns
 
 OUTCOMES = ("up", "down", "refused", "unresolvable", "stalled", "no-rpcbind")
 
@@ -126,22 +125,8 @@ class TcpProbe(object):
             return "up"    # nothing to check (e.g. local storage)
         if self.netns is None:
             return self._check(host, ports)
-        box = {}
-
-        def run():
-            try:
-                with thread_in_netns(self.netns):
-                    box["outcome"] = self._check(host, ports)
-            except OSError as exc:
-                box["error"] = exc
-        # setns moves only this fresh thread; the simulator's threads stay where they are.
-        thread = threading.Thread(target=run, name="xapi-sim-sm-probe")
-        thread.daemon = True
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["outcome"]
+        # a thread of its own enters the namespace; the simulator's threads stay where they are
+        return call_in_netns(self.netns, self._check, host, ports)
 
     def _check(self, host, ports):
         for position, port in enumerate(ports):
