@@ -87,6 +87,7 @@ PREFIX = "sspn"
 CARRIER_TIMEOUT = 5.0   # seconds storage_back waits for lan's switch to forward
 SETTLE_TIMEOUT = 10.0   # seconds storage_in_use waits for the firewall to confirm the server
 DISCARD_PORT = 9        # RFC 863
+GUEST_INDEX_BASE = 1 << 20  # guests' ends of VIFs: indexes far above any dom0 reaches
 
 
 def sweep_orphans():
@@ -128,6 +129,7 @@ class Topology(object):
         self.up_at = {}   # bridge -> wall time (time.time()) of its last bring-up
         self._extra = {}  # role -> namespace name, from add_namespace
         self._created = []
+        self._guest_index = GUEST_INDEX_BASE  # the last interface index given to a guest's end
         self._owner = os.getpid()
         self._lock = threading.RLock()
 
@@ -169,6 +171,12 @@ class Topology(object):
             # (kernel Documentation/networking/ip-sysctl.rst, arp_ignore).
             self.exec("fw", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
                              "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.arp_ignore=1"])
+            # lan's bridge before the veth: sw0 then gets an ifindex other than its peer lan0's.
+            # With equal ones the kernel takes the pair for a device that is not stacked on
+            # another and reports sw0's carrier through the rate-limited path, up to 1 s late
+            # (net/core/link_watch.c, linkwatch_urgent_event: ifindex != iflink); the switch
+            # port does not forward until then.
+            self.ip("lan", "link", "add", "eth0", "type", "bridge", "mcast_snooping", "0")
             self.ip("fw", batch=[
                 "link set lo up",
                 "link add lan0 type veth peer name sw0 netns %s" % self.lan,
@@ -181,7 +189,6 @@ class Topology(object):
             # keeps asking ARP for it, unanswered, as behind a real switch
             self.ip("lan", batch=[
                 "link set lo up",
-                "link add eth0 type bridge mcast_snooping 0",
                 "link set sw0 master eth0",
                 "link set sw0 up",
                 "addr add %s dev eth0" % LAN4,
@@ -190,6 +197,7 @@ class Topology(object):
                 "route add default via %s" % FW_LAN4.split("/")[0],
                 "route add default via %s" % FW_LAN6.split("/")[0],
             ])
+            self._wait_switch()
         except BaseException:
             self.cleanup()
             raise
@@ -313,7 +321,16 @@ class Topology(object):
         # before the bridge, it stays out of the bridge's timeline (bench/kernel_latency.py).
         # The fw end comes up last, as a guest's netfront connects after its VIF is plugged:
         # that gives the bridge carrier (an agent read made meanwhile took 5.7 ms).
-        self.ip("dom0", "link", "add", vif, "type", "veth", "peer", "name", peer, "netns", self.ns(guest))
+        # The guest's end gets an interface index of its own range, never the VIF's: with equal
+        # ones the kernel takes the pair for devices not stacked on another and reports their
+        # carrier on its rate-limited path, up to a second late (net/core/link_watch.c,
+        # linkwatch_urgent_event). IPv6 stayed off on the guest's end meanwhile, its addresses
+        # tentative: the gateway's first neighbour solicitations went unanswered for 0.4 s.
+        # On a host the guest's end is in another kernel. The pair is made from the guest's
+        # side: iproute2 6.1 did not apply an `index` given in a veth's peer part.
+        self._guest_index += 1
+        self.ip(guest, "link", "add", peer, "index", str(self._guest_index), "type", "veth",
+                "peer", "name", vif, "netns", self.ns("dom0"))
         self.backend.guest_end(self.ns(guest), peer)
         self.backend.plug(bridge, vif, create=bridge not in self.links("dom0"))
         if up:
@@ -428,17 +445,19 @@ class Topology(object):
             "route replace default via %s" % FW_LAN4.split("/")[0],
             "route replace default via %s" % FW_LAN6.split("/")[0]])
         self.storage_targets(targets, "replace")
-        # the switch forwards once its port's operstate is up: in a topology made a moment ago
-        # the kernel may report that up to a second late (linkwatch), and an announcement sent
-        # before it would be lost
+        self._wait_switch()  # an announcement sent before the switch forwards would be lost
+        extra = [t for t in targets if t not in (LAN4.split("/")[0], LAN6.split("/")[0])]
+        announce.announce(self.ns("lan"), "eth0", [LAN4, LAN6] + extra)
+
+    def _wait_switch(self):
+        """Wait until lan's switch forwards (its bridge, eth0, has carrier once its port sw0
+        is enabled); TopologyError after CARRIER_TIMEOUT s."""
         deadline = time.monotonic() + CARRIER_TIMEOUT
         while "NO-CARRIER" in self.ip("lan", "-o", "link", "show", "dev", "eth0"):
             if time.monotonic() > deadline:
-                raise TopologyError("lan's eth0 has no carrier %.0f s after it came back"
+                raise TopologyError("lan's switch (eth0) has no carrier %.0f s after it came up"
                                     % CARRIER_TIMEOUT)
             time.sleep(0.01)
-        extra = [t for t in targets if t not in (LAN4.split("/")[0], LAN6.split("/")[0])]
-        announce.announce(self.ns("lan"), "eth0", [LAN4, LAN6] + extra)
 
     def storage_targets(self, targets, verb="add"):
         """Put storage addresses ``targets`` on lan's eth0 (host routes, besides its own address),

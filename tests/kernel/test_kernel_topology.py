@@ -160,6 +160,19 @@ def test_initial_wiring(topology):
     assert topology.link_names("fw") == ["lan0", "lo"]
 
 
+
+def _ifindex(topology, role, name):
+    return int(topology.ip(role, "-o", "link", "show", "dev", name).split(":")[0])
+
+
+def test_storage_switch_forwards_when_create_returns(topology):
+    """lan's switch has carrier at once, and its port sw0 has an ifindex other than its peer
+    lan0's: with equal ones the kernel reported sw0's carrier up to a second late, the port
+    did not forward meanwhile, and the firewall's first ARP for the server was lost."""
+    assert "NO-CARRIER" not in topology.ip("lan", "-o", "link", "show", "dev", "eth0")
+    assert _ifindex(topology, "lan", "sw0") != _ifindex(topology, "fw", "lan0")
+    assert "state forwarding" in topology.ip("lan", "-d", "-o", "link", "show", "dev", "sw0")
+
 def _run_child(body, bridge="linux"):
     """Start a Python child that builds a Topology, prints its prefix and waits; return (proc, prefix)."""
     script = textwrap.dedent("""
@@ -262,6 +275,18 @@ def test_vif_gets_gateway_addresses(topology):
         assert address in out
     assert not [line for line in out.splitlines() if "fe80::1/64" in line and "tentative" in line]
     assert topology.ports("xapi0") == ["vif3.0"]
+
+
+def test_guest_end_of_a_vif_never_shares_its_interface_index(topology):
+    """The first VIF of a fresh lab and its guest's end got the same index (3) in their two
+    namespaces; the kernel then reported the guest's carrier up to a second late and kept its
+    IPv6 addresses tentative meanwhile (the gateway's first neighbour solicitations went
+    unanswered). Each guest's end gets an index of its own range."""
+    topology.vm_started(1, "xapi0")
+    topology.vm_started(2, "xapi0")
+    for domid in (1, 2):
+        assert _ifindex(topology, "fw", "fwvif%d.0" % domid) != _ifindex(topology, "dom0", "vif%d.0" % domid)
+    assert "@if%d:" % _ifindex(topology, "dom0", "vif1.0") in topology.ip("fw", "-o", "link", "show", "dev", "fwvif1.0")
 
 
 def _flags(topology, ifname):
