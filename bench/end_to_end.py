@@ -37,6 +37,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -46,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from stats import percentile  # noqa: E402
 from agent.lab.harness import FIREWALL, NFS_SERVER, Host  # noqa: E402
+from agent.lab.netns import MGMT_BRIDGE  # noqa: E402
 
 SR = "5f8c0a36-3c4e-4a4e-9a52-6d1b7c1f0a01"
 AWAY = 20.0
@@ -137,8 +139,9 @@ class Dom0Process(object):
     """A child in dom0 whose stdout lines are collected with their arrival."""
 
     def __init__(self, host, argv):
+        self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(["ip", "netns", "exec", host.topology.ns("dom0"), sys.executable] + argv,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self.err,
                                      universal_newlines=True, env=_env())
         self.lines = []
         self.thread = threading.Thread(target=self._read)
@@ -160,6 +163,11 @@ class Dom0Process(object):
             time.sleep(0.005)
         return None
 
+    def stderr(self):
+        """What the child wrote to stderr (its traceback, when it died)."""
+        self.err.seek(0)
+        return self.err.read().decode("utf-8", "replace")
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -179,7 +187,8 @@ def _env():
 def model(host, replug=False):
     argv = [os.path.join(ROOT, "bench", "predecessor_model.py"), "--socket", host.sim.socket_path,
             "--vm", FIREWALL, "--network", "sspn", "--address", "192.0.2.2/24",
-            "--gateway", "192.0.2.1", "--sr", "%s=%s" % (SR, NFS_SERVER)]
+            "--gateway", "192.0.2.1", "--sr", "%s=%s" % (SR, NFS_SERVER),
+            "--management-bridge", MGMT_BRIDGE]
     return Dom0Process(host, argv + (["--replug"] if replug else []))
 
 
@@ -261,6 +270,9 @@ class Bench(object):
             pred.stop()
         self.host.topology.fw_answer_delay = 0.0
         ping = float(line) if line and line != "none" else None
+        if ping is None:  # say why on stderr: the row only counts it as "never"
+            sys.stderr.write("fw round: the pinger got no answer (%s); its stderr: %s\n"
+                             % (line or "no line", pinger.stderr().strip() or "empty"))
         return tuple(None if t is None else t - t0 for t in (ping, plugged, requested))
 
     def storage_round(self, ours, away=AWAY):

@@ -4,6 +4,8 @@ Not the predecessor itself (Python 2, a config file with a root password): what 
 order, with the same clients -- the XenAPI client over the local socket and forked ``ip``
 commands -- so that a bench can run it in dom0 beside the agent, round by round:
 
+* once at process start, on the management bridge (``--management-bridge``): ``ip addr del``
+  of the address with its prefix, then ``ip addr add`` of it as a /32 (/128), codes unchecked;
 * log in; on any failure wait 3 s and try again, forever;
 * read host.get_enabled, find the firewall VM by name and its VIF on the SSPN by label;
 * ``event.from(["VM"], "", 30)`` and on, from token "" (an already running VM is seen);
@@ -95,6 +97,14 @@ def rebind(bridge, address, gateway):
     return True
 
 
+def management_mirror(bridge, address):
+    """The start-up step on the management bridge: the address off with its prefix, on as a host
+    address (the predecessor's own comment: "the same ip we use to reach the dom0")."""
+    host = address.split("/")[0]
+    ip("addr", "del", address, "dev", bridge)
+    ip("addr", "add", "%s/%d" % (host, 128 if ":" in host else 32), "dev", bridge)
+
+
 def one_session(args, srs):
     session = session_for(args.socket)
     try:
@@ -147,9 +157,12 @@ def main():
     p.add_argument("--gateway", default="192.0.2.1")
     p.add_argument("--sr", action="append", default=[], metavar="UUID=TARGET")
     p.add_argument("--replug", action="store_true")
+    p.add_argument("--management-bridge", default="", help="its brName; none: the step is skipped")
     args = p.parse_args()
     srs = [tuple(s.split("=", 1)) for s in args.sr]
     say("started")
+    if args.management_bridge:
+        management_mirror(args.management_bridge, args.address)
     while True:
         try:
             if one_session(args, srs):
