@@ -84,7 +84,7 @@ def fw_side_name(domid, device=0):
 
 
 PREFIX = "sspn"
-CARRIER_TIMEOUT = 5.0   # seconds storage_back waits for lan's switch to forward
+CARRIER_TIMEOUT = 5.0   # seconds create and storage_back wait for lan's switch to forward
 SETTLE_TIMEOUT = 10.0   # seconds storage_in_use waits for the firewall to confirm the server
 DISCARD_PORT = 9        # RFC 863
 GUEST_INDEX_BASE = 1 << 20  # guests' ends of VIFs: indexes far above any dom0 reaches

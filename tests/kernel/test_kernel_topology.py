@@ -160,7 +160,6 @@ def test_initial_wiring(topology):
     assert topology.link_names("fw") == ["lan0", "lo"]
 
 
-
 def _ifindex(topology, role, name):
     return int(topology.ip(role, "-o", "link", "show", "dev", name).split(":")[0])
 
@@ -172,6 +171,7 @@ def test_storage_switch_forwards_when_create_returns(topology):
     assert "NO-CARRIER" not in topology.ip("lan", "-o", "link", "show", "dev", "eth0")
     assert _ifindex(topology, "lan", "sw0") != _ifindex(topology, "fw", "lan0")
     assert "state forwarding" in topology.ip("lan", "-d", "-o", "link", "show", "dev", "sw0")
+
 
 def _run_child(body, bridge="linux"):
     """Start a Python child that builds a Topology, prints its prefix and waits; return (proc, prefix)."""
