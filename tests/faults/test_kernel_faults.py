@@ -388,6 +388,7 @@ def test_flush_while_probing_storage():
         assert not effects(host, "PBD.plug")
         host.topology.ip("lan", "route", "add", "default", "via", "198.51.100.1")
         host.wait_state("HEALTHY", deadline=DEADLINE)
+        inv.plugs_traced(host, 1, deadline=DEADLINE)
         assert len(effects(host, "PBD.plug")) == 1
         replant_mgmt(host)
         inv.assert_recovered(host, deadline=DEADLINE)

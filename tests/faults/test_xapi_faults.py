@@ -326,7 +326,12 @@ def test_event_garbage_in_healthy():
 # --- 3. PBD.plug failing -----------------------------------------------------------------------
 
 def detach_with_failures(host, n):
-    """In HEALTHY: the next ``n`` plugs fail, then the PBD detaches; returns the wall time."""
+    """In HEALTHY: the next ``n`` plugs fail, then the PBD detaches; returns the wall time.
+
+    First the answer to the plug that led to HEALTHY, which can come after HEALTHY: arriving
+    after the detach, it counted as one of the plugs under test ("ok, but detached again
+    since")."""
+    inv.plugs_traced(host, 1, deadline=DEADLINE)
     host.sim.plug_failures(SR, n)
     since = time.time()
     host.sim.pbd_unplug(SR)

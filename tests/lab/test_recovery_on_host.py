@@ -73,6 +73,7 @@ def test_pbd_plug_failing_five_times_then_plugged():
         host.sim.vm_start(FIREWALL)
         host.start_agent()
         inv.assert_recovered(host, deadline=DEADLINE)
+        inv.plugs_traced(host, 6, deadline=DEADLINE)
         plugs = trace_effects(host, "PBD.plug sr:" + SR)
         assert [p["result"].split(":")[0] for p in plugs] == ["failed"] * 5 + ["ok"]
         assert all("SR_BACKEND_FAILURE" in p["result"] for p in plugs[:5])

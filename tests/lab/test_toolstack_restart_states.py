@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from agent.lab.harness import Host
+from tests.faults import invariants as inv
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 `ip` to create network namespaces")
@@ -97,6 +98,7 @@ def test_restart_in_sr_probing():
         restart_and_wait_reconnect(host)
         host.topology.ip("lan", "route", "add", "default", "via", "198.51.100.1")
         host.wait_state("HEALTHY", deadline=60)
+        inv.plugs_traced(host, 1)
         assert len(effects(host, "PBD.plug")) == 1
 
 
@@ -107,6 +109,7 @@ def test_restart_in_healthy_repeats_nothing():
         host.wait_state("WAITING_VM")
         host.sim.vm_start("pfsense")
         host.wait_state("HEALTHY")
+        inv.plugs_traced(host, 1)   # idle: the plug that led to HEALTHY has its answer
         before = len(host.trace())
         restart_and_wait_reconnect(host)
         host.wait_state("HEALTHY")
