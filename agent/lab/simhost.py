@@ -65,6 +65,9 @@ class SimulatedHost(object):
         self.topology = Topology(bridge=bridge)
         self.storage = None   # the storage server's service ports (agent/lab/storage.py)
         self.agent = None     # the agent's process (subprocess.Popen)
+        # how the agent is run, before "run --config FILE": this checkout's package; a bench
+        # sets [python, "sspn-agent.pyz"] to run the bundle, as dom0 does
+        self.agent_argv = [sys.executable, "-m", "agent"]
         self.log_path = os.path.join(workdir, "agent.log")
 
     def create_network(self, storage_delay=0.0):
@@ -83,12 +86,12 @@ class SimulatedHost(object):
         self.sim.start()
 
     def start_agent(self, config_path, append=False):
-        """`python -m agent run --config config_path` as its own process inside dom0, its output
-        to agent.log (``append``: after the previous agent's, as for a restart)."""
+        """`python -m agent run --config config_path` (``agent_argv``) as its own process inside
+        dom0, its output to agent.log (``append``: after the previous agent's, as for a restart)."""
         with open(self.log_path, "ab" if append else "wb") as log:
             self.agent = subprocess.Popen(
-                ["ip", "netns", "exec", self.topology.ns("dom0"), sys.executable, "-m", "agent",
-                 "run", "--config", config_path], stdin=subprocess.DEVNULL, stdout=log,
+                ["ip", "netns", "exec", self.topology.ns("dom0")] + self.agent_argv
+                + ["run", "--config", config_path], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, cwd=self.dir, env=_child_env())
         return self.agent
 
