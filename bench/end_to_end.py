@@ -19,9 +19,10 @@ time. Every time is CLOCK_MONOTONIC, shared by all processes. Measured:
               replugs storage that returns later)
   xapi        toolstack restart (5 s down) -> listeners accept again -> login answered
   start       process started (`ip netns exec`) -> first event.from reaches the simulator;
-              a third side, "floor", runs FLOOR: a client that reads the agent's agent.toml
-              with the TOML reader the agent uses, imports XenAPI, logs in and calls
-              event.from, nothing else -- the least any client configured by that file pays
+              a third side, "floor", runs FLOOR: the least the agent has to do before its
+              first event.from, and nothing else -- read agent.toml with the agent's TOML
+              reader, parse its addresses, set up logging, log in, make the calls that find
+              what it watches (host, pool, network, VMs, SR, PBDs), call event.from
 Realistic variant (agent and model alike):
   r_fw_ping   the firewall's end answers only 3 s after its bridge appears (its VIF is up,
               its addresses come later: agent/lab/netns.py fw_answer_delay); from the moment
@@ -104,17 +105,31 @@ print("none", flush=True)
 """
 
 FLOOR = r"""
-import sys
+import ipaddress, logging, sys
 try:
     import tomllib
 except ImportError:
     import tomli as tomllib
 with open(sys.argv[1], "rb") as f:
-    socket_path = tomllib.load(f)["xapi"]["socket"]
+    config = tomllib.load(f)
+logging.basicConfig(level=logging.INFO)
+for binding in config["binding"]:
+    [ipaddress.ip_interface(a) for a in binding["addresses"]]
 import XenAPI
-session = XenAPI.Session("http://%s/" % socket_path.replace("/", "_"), transport=XenAPI.UDSTransport())
+path = config["xapi"]["socket"]
+session = XenAPI.Session("http://%s/" % path.replace("/", "_"), transport=XenAPI.UDSTransport())
 session.xenapi.login_with_password("root", "", "1.0", "floor")
-getattr(session.xenapi, "event.from")(["VM"], "", 0.0)
+x = session.xenapi
+x.session.get_this_host(session._session)
+x.pool.get_master(x.pool.get_all()[0])
+for binding in config["binding"]:
+    x.network.get_by_name_label(binding["network"])
+    for name in binding["vms"]:
+        x.VM.get_record(x.VM.get_by_name_label(name)[0])
+for sr in config.get("sr", []):
+    for pbd in x.SR.get_PBDs(x.SR.get_by_uuid(sr["uuid"])):
+        x.PBD.get_host(pbd)
+getattr(x, "event.from")(["VM"], "", 0.0)
 """
 
 
