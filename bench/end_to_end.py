@@ -35,8 +35,8 @@ Realistic variant (agent and model alike):
 The agent runs as an installed agent does: with ``--pyz`` from the bundle (`make bundle`;
 its bytecode is Python 3.6's, so use it with 3.6, as dom0 runs it), else from this checkout
 with its modules compiled before the first round (an interpreter that may not write
-bytecode, PYTHONDONTWRITEBYTECODE, would otherwise compile every module at every start,
-about 25 ms of the start row on 3.11).
+bytecode, PYTHONDONTWRITEBYTECODE, would otherwise compile every module at every start:
+about 55 ms of it, docs/performance.md "As installed").
 
     python bench/end_to_end.py [--rounds 5] [--json] [--pyz dist/sspn-agent.pyz]
 """
