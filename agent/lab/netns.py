@@ -115,9 +115,11 @@ class Topology(object):
     """Namespaces ``<prefix>-dom0``, ``<prefix>-fw`` and ``<prefix>-lan``, wired as in the module doc.
 
     ``bridge``: the bridge backend, "linux" or "ovs" (default: ``$SSPN_BRIDGE``, else "linux").
+    ``workdir``: the run directory of the lab using it, which the sweep removes along with the
+    namespaces if that lab dies without cleaning up (agent/lab/orphans.py).
     """
 
-    def __init__(self, prefix=None, bridge=None):
+    def __init__(self, prefix=None, bridge=None, workdir=None):
         if prefix is None:
             prefix = "%s-%d-%s" % (PREFIX, os.getpid(), binascii.hexlify(os.urandom(3)).decode())
         self.prefix = prefix
@@ -126,6 +128,7 @@ class Topology(object):
         self.lan = prefix + "-lan"
         self.backend = bridges.make(bridge, self)
         self.state_dir = None
+        self.workdir = workdir
         self.up_at = {}   # bridge -> wall time (time.time()) of its last bring-up
         self._extra = {}  # role -> namespace name, from add_namespace
         self._created = []
@@ -152,7 +155,7 @@ class Topology(object):
         _register(self)
         try:
             try:
-                self.state_dir = orphans.claim(self.prefix)
+                self.state_dir = orphans.claim(self.prefix, self.workdir)
             except OSError as exc:
                 raise TopologyError("cannot make the lab's state directory for %s: %s" % (self.prefix, exc))
             for name in (self.dom0, self.fw, self.lan):

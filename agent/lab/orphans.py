@@ -1,15 +1,18 @@
 """What a lab leaves on the machine, who owns it, and the sweep that removes a dead lab's leftovers.
 
 Each topology keeps a state directory ``/run/sspn-lab/<prefix>/`` (mode 0700) holding its
-owner record (pid, that process's start time, and the pid namespace it ran in) and, with
-Open vSwitch bridges, the private ovsdb/vswitchd files (agent/lab/ovs.py). A lab killed with
-SIGKILL cannot clean up: the next lab's sweep removes what such a lab left, but only when its
+owner record (pid, that process's start time, the pid namespace it ran in, and the run
+directory of the lab using it, if any) and, with Open vSwitch bridges, the private
+ovsdb/vswitchd files (agent/lab/ovs.py). A lab killed with SIGKILL cannot clean up: the next
+lab's sweep removes what such a lab left, but only when its
 owner is provably dead -- the record is readable, was written in this very pid namespace
 (``/proc/self/ns/pid``), and its pid no longer runs the process that wrote it (gone, a
 zombie, or reused by a process that started later). Namespaces with no record, or whose
 owner ran in another pid namespace (a container sharing ``/run/netns``), are left alone.
 Before a dead lab's namespaces are deleted, its daemons are stopped by their pid files
-(vswitchd keeps a namespace busy), each checked to be the daemon of that directory.
+(vswitchd keeps a namespace busy), each checked to be the daemon of that directory. Its run
+directory goes last, and only while it is still what the lab made: a directory of ours, mode
+0700, not a link.
 """
 
 import errno
@@ -136,12 +139,15 @@ def _root():
     return STATE_ROOT
 
 
-def claim(prefix):
-    """Make ``prefix``'s state directory and write its owner record there; its path."""
+def claim(prefix, workdir=None):
+    """Make ``prefix``'s state directory and write its owner record there, naming the lab's
+    run directory ``workdir`` (if any) for the sweep; its path."""
     path = os.path.join(_root(), prefix)
     os.mkdir(path, 0o700)
     me = os.getpid()
     record = {"pid": me, "start": start_time(me), "pidns": pid_namespace()}
+    if workdir is not None:
+        record["workdir"] = os.path.abspath(workdir)
     fd = os.open(os.path.join(path, OWNER), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
@@ -153,11 +159,15 @@ def release(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _owner_record(path):
+    with open(os.path.join(path, OWNER)) as f:
+        return json.load(f)
+
+
 def owner_dead(path):
     """(True, why) when the lab that wrote ``path``'s owner record is provably dead, else (False, why)."""
     try:
-        with open(os.path.join(path, OWNER)) as f:
-            record = json.load(f)
+        record = _owner_record(path)
         pid, started, pidns = int(record["pid"]), record.get("start"), str(record["pidns"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, "no readable owner record (%s)" % exc
@@ -168,10 +178,32 @@ def owner_dead(path):
     return True, "its owner (pid %d) no longer runs" % pid
 
 
+def remove_workdir(path):
+    """Remove the run directory named by the owner record in ``path`` (a dead lab's agent.toml,
+    agent.log, simulator socket) while it is a directory of ours, mode 0700 as the lab made it,
+    and not a link; anything else is left alone. Returns the directory removed, or None."""
+    try:
+        workdir = _owner_record(path).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(workdir, str) or not os.path.isabs(workdir) \
+            or os.path.normpath(workdir) in ("/", os.path.normpath(path)):
+        return None
+    try:
+        st = os.lstat(workdir)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        log.warning("left %s alone: no longer the lab's private run directory", workdir)
+        return None
+    shutil.rmtree(workdir, ignore_errors=True)  # fd-based: never follows a link inside
+    return workdir
+
+
 def sweep(delete_namespaces):
     """Remove what dead labs left: for every state directory whose owner is provably dead,
-    stop its daemons (``ovs/*.pid``), call ``delete_namespaces(prefix)``, remove the directory.
-    Returns the prefixes removed."""
+    stop its daemons (``ovs/*.pid``), call ``delete_namespaces(prefix)``, remove its run
+    directory (``remove_workdir``) and the state directory. Returns the prefixes removed."""
     try:
         names = sorted(os.listdir(STATE_ROOT))
     except OSError:
@@ -187,6 +219,7 @@ def sweep(delete_namespaces):
         from agent.lab import ovs
         ovs.stop_daemons(path)
         delete_namespaces(prefix)
+        remove_workdir(path)
         release(path)
         log.warning("removed lab %s: %s", prefix, why)
         removed.append(prefix)

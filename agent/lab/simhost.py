@@ -62,7 +62,7 @@ class SimulatedHost(object):
         from agent.lab.xapi import Simulator
         self.dir = workdir
         self.sim = Simulator(os.path.join(workdir, "xapi"), scenario=scenario, seed=seed)
-        self.topology = Topology(bridge=bridge)
+        self.topology = Topology(bridge=bridge, workdir=workdir)
         self.storage = None   # the storage server's service ports (agent/lab/storage.py)
         self.agent = None     # the agent's process (subprocess.Popen)
         # how the agent is run, before "run --config FILE": this checkout's package; a bench

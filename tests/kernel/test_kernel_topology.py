@@ -17,6 +17,7 @@ import pytest
 
 from agent.lab import orphans
 from agent.lab.netns import Topology, TopologyError, sim_hook, sweep_orphans
+from agent.lab.simhost import private_dir
 from tests.kernel.labhelp import backends, namespaces_with_prefix, process_gone
 from tests.waiting import wait_until
 
@@ -102,12 +103,15 @@ def test_sigkilled_lab_is_swept_by_the_next_lab(bridge):
         _reap(proc, prefix)
 
 
-def _plant(prefix, pid, pidns, start=None):
+def _plant(prefix, pid, pidns, start=None, workdir=None):
     """A state directory with an owner record, as a lab writes it, and the lab's dom0 namespace."""
     path = os.path.join(orphans.STATE_ROOT, prefix)
     os.makedirs(path, 0o700)
+    record = {"pid": pid, "start": start, "pidns": pidns}
+    if workdir is not None:
+        record["workdir"] = workdir
     with open(os.path.join(path, orphans.OWNER), "w") as f:
-        json.dump({"pid": pid, "start": start, "pidns": pidns}, f)
+        json.dump(record, f)
     subprocess.check_call(["ip", "netns", "add", prefix + "-dom0"])
     return path
 
@@ -140,6 +144,37 @@ def test_sweep_touches_only_labs_provably_dead():
         for prefix in (gone, reused, no_record, elsewhere, alive):
             subprocess.call(["ip", "netns", "del", prefix + "-dom0"], stderr=subprocess.DEVNULL)
             orphans.release(os.path.join(orphans.STATE_ROOT, prefix))
+
+
+def test_sweep_removes_a_dead_labs_run_directory_only_while_it_is_the_labs():
+    """A dead lab's run directory (named in its owner record) goes with its namespaces while it
+    is still a private directory of ours, mode 0700 as the lab made it; one opened to others, or
+    replaced by a link, is left alone, and so is the link's target."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    private, opened, target = private_dir("sspnlab"), private_dir("sspnlab"), private_dir("sspnlab")
+    with open(os.path.join(private, "agent.log"), "w") as f:
+        f.write("the dead lab's log\n")
+    os.chmod(opened, 0o755)
+    link = target + "link"
+    os.symlink(target, link)
+    prefixes = ["sspn-%d-0c0d0%d" % (dead.pid, n) for n in (1, 2, 3)]
+    planted = [_plant(prefix, dead.pid, orphans.pid_namespace(), workdir=workdir)
+               for prefix, workdir in zip(prefixes, (private, opened, link))]
+    try:
+        removed = sweep_orphans()
+        assert sorted(removed) == sorted(prefix + "-dom0" for prefix in prefixes)
+        assert not any(os.path.exists(path) for path in planted)
+        assert not os.path.exists(private)
+        assert os.path.isdir(opened) and os.path.islink(link) and os.path.isdir(target)
+    finally:
+        for prefix in prefixes:
+            subprocess.call(["ip", "netns", "del", prefix + "-dom0"], stderr=subprocess.DEVNULL)
+            orphans.release(os.path.join(orphans.STATE_ROOT, prefix))
+        for path in (private, opened, target):
+            shutil.rmtree(path, ignore_errors=True)
+        if os.path.islink(link):
+            os.unlink(link)
 
 
 def _no_vif(topology):

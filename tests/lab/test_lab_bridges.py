@@ -63,7 +63,8 @@ def test_open_vswitch_is_refused_on_the_in_memory_model(capsys):
 
 
 def _running_lab(pid):
-    """(state directory, pids inside its dom0) of the lab process ``pid`` once its agent runs in dom0."""
+    """(state directory, pids inside its dom0, run directory) of the lab process ``pid`` once its
+    agent runs in dom0 (the run directory holds the agent.toml on the agent's command line)."""
     for prefix in os.listdir(orphans.STATE_ROOT):
         try:
             with open(os.path.join(orphans.STATE_ROOT, prefix, orphans.OWNER)) as f:
@@ -74,35 +75,43 @@ def _running_lab(pid):
         out = subprocess.Popen(["ip", "netns", "pids", prefix + "-dom0"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL).communicate()[0].decode()
         inside = [int(p) for p in out.split()]
-        if any("agent run" in orphans.cmdline(p) for p in inside):
-            return os.path.join(orphans.STATE_ROOT, prefix), inside
+        for line in [orphans.cmdline(p) for p in inside]:
+            if "agent run" in line:
+                config = line.split("--config ", 1)[1].split()[0]
+                return os.path.join(orphans.STATE_ROOT, prefix), inside, os.path.dirname(config)
     return None
 
 
 @NETNS
 @pytest.mark.parametrize("bridge", backends())
 def test_sigkilled_lab_leaves_nothing_after_the_sweep(bridge):
-    """`agent lab` killed with SIGKILL mid-scenario leaves its namespaces, its agent and (on Open
-    vSwitch) its daemons behind; the next sweep stops every process in them and removes them all."""
+    """`agent lab` killed with SIGKILL mid-scenario leaves its namespaces, its agent, its run
+    directory and (on Open vSwitch) its daemons behind; the next sweep stops every process in
+    them and removes them all."""
     proc = subprocess.Popen([sys.executable, "-m", "agent", "lab", "--bridge", bridge, "--scenario",
                              "toolstack-restart"], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workdir = None
     try:
-        state, inside = wait_until(lambda: _running_lab(proc.pid), timeout=30,
-                                   message="the lab's agent running in its dom0 namespace")
+        state, inside, workdir = wait_until(lambda: _running_lab(proc.pid), timeout=30,
+                                            message="the lab's agent running in its dom0 namespace")
         prefix = os.path.basename(state)
         proc.kill()
         proc.wait()
         assert len(namespaces_with_prefix(prefix + "-")) == 3
         assert [p for p in inside if not orphans.process_gone(p)], "nothing was left to sweep"
+        assert os.path.isfile(os.path.join(workdir, "agent.toml"))
         removed = sweep_orphans()
         assert sorted(removed) == sorted(prefix + "-" + role for role in ("dom0", "fw", "lan"))
         assert [p for p in inside if not orphans.process_gone(p)] == []
         assert _processes_naming(state + "/") == [] and not os.path.exists(state)
+        assert not os.path.exists(workdir)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_an_unknown_backend_in_the_environment_is_one_line(monkeypatch, capsys):
